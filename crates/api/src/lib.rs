@@ -1,1 +1,16 @@
-//! placeholder
+//! Kubernetes API knowledge with no I/O: the shape of every served type
+//! ([`schema`]), the resources and their per-kind rules ([`resources`]),
+//! object metadata ([`meta`]), errors as Kubernetes words them ([`status`],
+//! [`validation`]), selectors ([`selector`]), patches ([`patch`]) and
+//! server-side printing ([`printers`]).
+
+pub mod quantity;
+pub mod schema;
+pub mod time;
+pub mod meta;
+pub mod selector;
+pub mod status;
+pub mod validation;
+pub mod kinds;
+pub mod printers;
+pub mod resources;

@@ -1,0 +1,183 @@
+//! Namespaces, nodes, endpoints, events and leases.
+
+use serde_json::{Value, json};
+
+use super::{Rules, keep_status, str_at};
+use crate::meta;
+use crate::validation::NameRule;
+
+pub struct NamespaceRules;
+
+/// The finalizer the namespace controller removes once a namespace is empty.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+/// The label every namespace carries with its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+impl Rules for NamespaceRules {
+    fn name_rule(&self) -> NameRule {
+        NameRule::Dns1123Label
+    }
+
+    fn has_status(&self) -> bool {
+        true
+    }
+
+    fn default(&self, obj: &mut Value) {
+        meta::default_at(obj, &["status"], "phase", "Active");
+        let name = meta::name(obj).to_string();
+        if !name.is_empty() {
+            meta::object_at(obj, &["metadata", "labels"]).insert(NAMESPACE_NAME_LABEL.into(), json!(name));
+        }
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"phase": "Active"});
+        let spec = meta::object_at(obj, &["spec"]);
+        let finalizers = spec.entry("finalizers").or_insert_with(|| json!([]));
+        if let Some(list) = finalizers.as_array_mut()
+            && !list.iter().any(|f| f == NAMESPACE_FINALIZER)
+        {
+            list.push(json!(NAMESPACE_FINALIZER));
+        }
+    }
+
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        keep_status(new, old);
+        match meta::get(old, &["spec", "finalizers"]) {
+            Some(f) => {
+                meta::object_at(new, &["spec"]).insert("finalizers".into(), f.clone());
+            }
+            None => {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("finalizers");
+                }
+            }
+        }
+    }
+
+    fn return_deleted_object(&self) -> bool {
+        true
+    }
+
+    fn field_labels(&self) -> (&'static [&'static str], bool) {
+        (&["status.phase", "name"], true)
+    }
+
+    fn field_value(&self, obj: &Value, label: &str) -> Option<String> {
+        match label {
+            "status.phase" => Some(str_at(obj, &["status", "phase"]).into()),
+            "name" => Some(meta::name(obj).into()),
+            _ => None,
+        }
+    }
+}
+
+pub struct NodeRules;
+
+impl Rules for NodeRules {
+    fn has_status(&self) -> bool {
+        true
+    }
+
+    fn default(&self, obj: &mut Value) {
+        // Allocatable defaults to capacity.
+        if let Some(capacity) = meta::get(obj, &["status", "capacity"]).cloned()
+            && meta::get(obj, &["status", "allocatable"]).is_none()
+        {
+            meta::object_at(obj, &["status"]).insert("allocatable".into(), capacity);
+        }
+    }
+
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        keep_status(new, old);
+    }
+
+    fn field_labels(&self) -> (&'static [&'static str], bool) {
+        (&["spec.unschedulable"], true)
+    }
+
+    fn field_value(&self, obj: &Value, label: &str) -> Option<String> {
+        (label == "spec.unschedulable")
+            .then(|| meta::get(obj, &["spec", "unschedulable"]).and_then(Value::as_bool).unwrap_or(false).to_string())
+    }
+}
+
+pub struct EndpointsRules;
+
+impl Rules for EndpointsRules {
+    fn default(&self, obj: &mut Value) {
+        for subset in obj.get_mut("subsets").and_then(Value::as_array_mut).into_iter().flatten() {
+            for p in subset.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                meta::default_at(p, &[], "protocol", "TCP");
+            }
+        }
+    }
+
+    fn allow_create_on_update(&self) -> bool {
+        true
+    }
+
+    fn warnings(&self, _obj: &Value) -> Vec<String> {
+        vec!["v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice".into()]
+    }
+}
+
+pub struct EventRules;
+
+impl Rules for EventRules {
+    fn name_rule(&self) -> NameRule {
+        NameRule::PathSegment
+    }
+
+    fn allow_create_on_update(&self) -> bool {
+        true
+    }
+
+    fn field_labels(&self) -> (&'static [&'static str], bool) {
+        (
+            &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            true,
+        )
+    }
+
+    fn field_value(&self, obj: &Value, label: &str) -> Option<String> {
+        if let Some(f) = label.strip_prefix("involvedObject.") {
+            return Some(str_at(obj, &["involvedObject", f]).into());
+        }
+        Some(match label {
+            "reason" => str_at(obj, &["reason"]).into(),
+            "reportingComponent" => str_at(obj, &["reportingComponent"]).into(),
+            "source" => str_at(obj, &["source", "component"]).into(),
+            "type" => str_at(obj, &["type"]).into(),
+            _ => return None,
+        })
+    }
+}
+
+pub struct LeaseRules;
+
+impl Rules for LeaseRules {
+    fn standard_finalizers_only(&self) -> bool {
+        false
+    }
+
+    fn allow_create_on_update(&self) -> bool {
+        true
+    }
+
+    fn allow_unconditional_update(&self) -> bool {
+        false
+    }
+}
