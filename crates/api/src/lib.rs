@@ -14,3 +14,4 @@ pub mod validation;
 pub mod kinds;
 pub mod printers;
 pub mod resources;
+pub mod patch;

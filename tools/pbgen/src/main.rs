@@ -85,8 +85,6 @@ struct PbField {
     repeated: bool,
     /// For messages and map values that are messages: (module path, type name).
     message: Option<(Vec<String>, String)>,
-    /// For maps: prost's value type.
-    map_value: Option<String>,
 }
 
 /// Every prost message of the packages we need, by (module path, type name).
@@ -184,7 +182,7 @@ fn parse_pb_field(module: &[String], f: &syn::Field) -> Result<Option<PbField>> 
     } else {
         None
     };
-    Ok(Some(PbField { name, tag, kind, repeated, message, map_value }))
+    Ok(Some(PbField { name, tag, kind, repeated, message }))
 }
 
 /// The last generic argument, recursively: `Option<Vec<X>>` → `X`, `BTreeMap<K, V>` → `V`.
@@ -353,8 +351,10 @@ fn generate(defs: &BTreeMap<String, Value>, pb: &PbIndex, presence: &Presence) -
         writeln!(out, "    Def {{\n        name: {name:?},\n        props: &[")?;
         for (json, ps) in props.into_iter().flatten() {
             let (ty, want_kind) = ty_expr(ps, &index).with_context(|| format!("{name}.{json}"))?;
-            let tag = if json == "apiVersion" || json == "kind" {
-                Vec::new() // TypeMeta travels in the envelope, not in the message.
+            // A kind's own apiVersion and kind (TypeMeta) have no field: they travel in the envelope.
+            let type_meta = (json == "apiVersion" || json == "kind") && !pb_fields.iter().any(|f| norm(&f.name) == norm(json));
+            let tag = if type_meta {
+                Vec::new()
             } else {
                 match find_tag(pb, pb_fields, json, &own) {
                     Some((path, f)) => {

@@ -189,7 +189,7 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "diskName", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "diskURI", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "fsType", ty: Ty::String, tag: &[4], presence: Pointer },
-            Prop { json: "kind", ty: Ty::String, tag: &[], presence: Pointer },
+            Prop { json: "kind", ty: Ty::String, tag: &[6], presence: Pointer },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[5], presence: Pointer },
         ],
     },
@@ -1044,16 +1044,16 @@ pub(super) static DEFS: &[Def] = &[
     Def {
         name: "io.k8s.api.core.v1.ObjectFieldSelector",
         props: &[
-            Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "apiVersion", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "fieldPath", ty: Ty::String, tag: &[2], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ObjectReference",
         props: &[
-            Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "apiVersion", ty: Ty::String, tag: &[5], presence: OmitEmpty },
             Prop { json: "fieldPath", ty: Ty::String, tag: &[7], presence: OmitEmpty },
-            Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "kind", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "namespace", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "resourceVersion", ty: Ty::String, tag: &[6], presence: OmitEmpty },
@@ -1653,7 +1653,7 @@ pub(super) static DEFS: &[Def] = &[
         name: "io.k8s.api.core.v1.TypedLocalObjectReference",
         props: &[
             Prop { json: "apiGroup", ty: Ty::String, tag: &[1], presence: Pointer },
-            Prop { json: "kind", ty: Ty::String, tag: &[], presence: Always },
+            Prop { json: "kind", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[3], presence: Always },
         ],
     },
@@ -1661,7 +1661,7 @@ pub(super) static DEFS: &[Def] = &[
         name: "io.k8s.api.core.v1.TypedObjectReference",
         props: &[
             Prop { json: "apiGroup", ty: Ty::String, tag: &[1], presence: Pointer },
-            Prop { json: "kind", ty: Ty::String, tag: &[], presence: Always },
+            Prop { json: "kind", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[3], presence: Always },
             Prop { json: "namespace", ty: Ty::String, tag: &[4], presence: Pointer },
         ],
@@ -1901,7 +1901,7 @@ pub(super) static DEFS: &[Def] = &[
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry",
         props: &[
-            Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "apiVersion", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "fieldsType", ty: Ty::String, tag: &[6], presence: OmitEmpty },
             Prop { json: "fieldsV1", ty: Ty::Special(Special::FieldsV1), tag: &[7], presence: OmitEmpty },
             Prop { json: "manager", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -1933,10 +1933,10 @@ pub(super) static DEFS: &[Def] = &[
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
         props: &[
-            Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: Always },
+            Prop { json: "apiVersion", ty: Ty::String, tag: &[5], presence: Always },
             Prop { json: "blockOwnerDeletion", ty: Ty::Bool, tag: &[7], presence: Pointer },
             Prop { json: "controller", ty: Ty::Bool, tag: &[6], presence: Pointer },
-            Prop { json: "kind", ty: Ty::String, tag: &[], presence: Always },
+            Prop { json: "kind", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[3], presence: Always },
             Prop { json: "uid", ty: Ty::String, tag: &[4], presence: Always },
         ],
@@ -1980,7 +1980,7 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "causes", ty: Ty::List(&Ty::Ref(205)), tag: &[4], presence: OmitEmpty },
             Prop { json: "group", ty: Ty::String, tag: &[2], presence: OmitEmpty },
-            Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "kind", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "retryAfterSeconds", ty: Ty::Int32, tag: &[5], presence: OmitEmpty },
             Prop { json: "uid", ty: Ty::String, tag: &[6], presence: OmitEmpty },
