@@ -1,1 +1,105 @@
-fn main() {}
+//! The kubesvc binary: one program, several roles.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use kubesvc_store::Store;
+
+#[derive(Parser)]
+#[command(name = "kubesvc", version, about = "Kubernetes Services in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Kubernetes-compatible API server.
+    Server(ServerArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Storage {
+    /// Durable, embedded (redb) in the data directory.
+    Redb,
+    /// In memory: nothing survives the process.
+    Memory,
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where certificates, the admin kubeconfig and the database live.
+    #[arg(long, env = "KUBESVC_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    #[arg(long, value_enum, default_value = "redb")]
+    storage: Storage,
+    /// Events remembered per resource for watches resuming from a resourceVersion.
+    #[arg(long, default_value_t = 10_000)]
+    watch_cache_size: usize,
+    /// Seconds between compactions of old revisions.
+    #[arg(long, default_value_t = 300)]
+    compaction_interval: u64,
+    /// Extra DNS names or IPs for the serving certificate.
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store: Arc<dyn Store> = match args.storage {
+        Storage::Redb => Arc::new(
+            kubesvc_store::redb::RedbStore::open(&args.data_dir.join("kubesvc.redb")).context("opening the database")?,
+        ),
+        Storage::Memory => Arc::new(kubesvc_store::memory::MemoryStore::new()),
+    };
+    let mut config = kubesvc_apiserver::Config::new(args.data_dir.clone(), args.listen);
+    config.watch_cache_size = args.watch_cache_size;
+    config.compaction_interval = Duration::from_secs(args.compaction_interval.max(1));
+    config.extra_sans = args.tls_san;
+    let running = kubesvc_apiserver::start(config, store).await?;
+    eprintln!("kubesvc API server listening on https://{}; kubeconfig: {}", running.addr, running.kubeconfig.display());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Server(args) => server(args).await,
+        }
+    })
+}

@@ -1,1 +1,172 @@
-//! placeholder
+//! kubesvc's Kubernetes-compatible API server.
+//!
+//! Layout, in the order a request flows:
+//! - [`server`] accepts TLS connections and serves HTTP/2 and HTTP/1.1;
+//! - [`handlers`] authenticates (client certificate or bearer token) and
+//!   dispatches; [`web`] routes paths, negotiates formats and decodes bodies;
+//! - reads go to [`list`], [`watch`] and the [`cache`], which follows the store;
+//! - writes go through the [`registry`]: per-kind rules from kubesvc-api,
+//!   admission steps, and compare-and-swap transactions on the store;
+//! - [`output`] renders objects, lists and Tables; [`discovery`] and
+//!   [`openapi`] describe the API; [`namespaces`] runs namespace lifecycle;
+//!   [`pki`] keeps the certificates and writes the admin kubeconfig.
+
+pub mod cache;
+pub mod discovery;
+pub mod handlers;
+pub mod list;
+pub mod namespaces;
+pub mod openapi;
+pub mod output;
+pub mod pki;
+pub mod registry;
+pub mod server;
+pub mod watch;
+pub mod web;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubesvc_store::Store;
+use tokio::sync::watch as signal;
+
+pub use registry::Admission;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("certificates: {0}")]
+    Pki(String),
+    #[error("storage: {0}")]
+    Store(#[from] kubesvc_store::Error),
+    #[error("listening on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("starting up: {0}")]
+    Startup(String),
+}
+
+/// Shared by every request.
+pub struct State {
+    pub registry: registry::Registry,
+    pub openapi: openapi::OpenApi,
+    /// The admin bearer token.
+    pub token: String,
+    /// host:port clients should use, for discovery.
+    pub advertise: String,
+    /// Flips to true at shutdown; watches end.
+    pub shutdown: signal::Receiver<bool>,
+}
+
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Events kept per resource for watches that resume from a resourceVersion.
+    pub watch_cache_size: usize,
+    /// How often old revisions are compacted away.
+    pub compaction_interval: Duration,
+    /// Extra names and addresses for the serving certificate.
+    pub extra_sans: Vec<String>,
+    pub admission: Vec<Arc<dyn Admission>>,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Config {
+            data_dir,
+            listen,
+            watch_cache_size: 10_000,
+            compaction_interval: Duration::from_secs(300),
+            extra_sans: Vec::new(),
+            admission: Vec::new(),
+        }
+    }
+}
+
+/// A running API server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    stop: signal::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, ends watches, lets in-flight requests finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn server_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    names.dedup();
+    names
+}
+
+/// Starts the API server on `store`; it serves until [`Running::shutdown`].
+pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Error> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io(config.data_dir.clone(), e))?;
+    let pki = pki::Pki::load_or_create(&config.data_dir, &server_names(&config.listen, &config.extra_sans))?;
+    let tls = pki.server_config()?;
+    let cache = cache::Cache::start(store.clone(), config.watch_cache_size).await?;
+    let registry = registry::Registry::new(store.clone(), cache, config.admission);
+    namespaces::bootstrap(&registry).await.map_err(|e| Error::Startup(e.message))?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| Error::Bind(config.listen, e))?;
+    let addr = listener.local_addr().map_err(|e| Error::Bind(config.listen, e))?;
+    let host: IpAddr = if addr.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+    let advertise = SocketAddr::new(host, addr.port()).to_string();
+    let (stop, stopped) = signal::channel(false);
+    let state = Arc::new(State { registry, openapi: openapi::OpenApi::new(), token: pki.token.clone(), advertise: advertise.clone(), shutdown: stopped.clone() });
+
+    namespaces::spawn_controller(state.clone());
+    spawn_compactor(store, config.compaction_interval, stopped.clone());
+    // The kubeconfig appears only once the server accepts connections.
+    let kubeconfig = pki.write_kubeconfig(&config.data_dir.join("kubeconfig"), &format!("https://{advertise}"))?;
+    let task = tokio::spawn(server::serve(listener, tls, state, stopped));
+    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "kubesvc API server ready");
+    Ok(Running { addr, kubeconfig, stop, task })
+}
+
+/// Every interval, forgets history older than the revision seen one interval
+/// ago, as kube-apiserver compacts etcd.
+fn spawn_compactor(store: Arc<dyn Store>, every: Duration, mut stop: signal::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut previous: Option<i64> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let Ok(revs) = store.revisions().await else { continue };
+            if let Some(target) = previous
+                && target > revs.compacted
+            {
+                match store.compact(target).await {
+                    Ok(()) => tracing::debug!(revision = target, "compacted"),
+                    Err(e) => tracing::warn!(error = %e, "compaction failed"),
+                }
+            }
+            previous = Some(revs.current);
+        }
+    });
+}

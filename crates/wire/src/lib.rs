@@ -85,11 +85,32 @@ pub fn decode_object(body: &[u8], def: &'static Def) -> Result<(TypeMeta, Value)
 
 /// Encodes `obj` (of type `def`) in an envelope.
 pub fn encode_object(obj: &Value, def: &'static Def, api_version: &str, kind: &str) -> Vec<u8> {
+    envelope(api_version, kind, &encode_raw(obj, def))
+}
+
+/// Encodes `obj` (of type `def`) as a bare message, without the envelope.
+pub fn encode_raw(obj: &Value, def: &'static Def) -> Vec<u8> {
     let mut raw = Writer::new();
     if let Value::Object(m) = obj {
         encode_message(&mut raw, m, layout(def));
     }
-    envelope(api_version, kind, &raw.into_inner())
+    raw.into_inner()
+}
+
+/// Encodes a list from its ListMeta and items already encoded as bare messages.
+pub fn encode_list_raw<'a>(
+    list_meta: &Value,
+    raw_items: impl IntoIterator<Item = &'a [u8]>,
+    api_version: &str,
+    list_kind: &str,
+) -> Vec<u8> {
+    let meta_def = schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta").expect("ListMeta is in the schema table");
+    let mut raw = Writer::new();
+    raw.message(1, &encode_raw(list_meta, meta_def));
+    for item in raw_items {
+        raw.message(2, item);
+    }
+    envelope(api_version, list_kind, &raw.into_inner())
 }
 
 /// Encodes a list: `ListMeta` and the items, each of type `item_def`.
@@ -100,22 +121,8 @@ pub fn encode_list<'a>(
     api_version: &str,
     list_kind: &str,
 ) -> Vec<u8> {
-    let mut raw = Writer::new();
-    let meta_def = schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta").expect("ListMeta is in the schema table");
-    let mut lm = Writer::new();
-    if let Value::Object(m) = list_meta {
-        encode_message(&mut lm, m, layout(meta_def));
-    }
-    raw.message(1, &lm.into_inner());
-    let item_layout = layout(item_def);
-    for item in items {
-        let mut w = Writer::new();
-        if let Value::Object(m) = item {
-            encode_message(&mut w, m, item_layout);
-        }
-        raw.message(2, &w.into_inner());
-    }
-    envelope(api_version, list_kind, &raw.into_inner())
+    let raws: Vec<Vec<u8>> = items.into_iter().map(|i| encode_raw(i, item_def)).collect();
+    encode_list_raw(list_meta, raws.iter().map(Vec::as_slice), api_version, list_kind)
 }
 
 /// Decodes a list envelope into its ListMeta and items (for clients and tests).
