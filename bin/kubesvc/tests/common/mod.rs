@@ -1,0 +1,22 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use kubesvc_testsupport::Cluster;
+
+/// A fresh kubesvc in its own network namespace.
+pub fn cluster() -> Cluster {
+    Cluster::start(env!("CARGO_BIN_EXE_kubesvc")).expect("starting kubesvc")
+}
+
+/// A table's rows, split on whitespace (cells here never contain spaces).
+pub fn rows(table: &str) -> Vec<Vec<String>> {
+    table.lines().map(|l| l.split_whitespace().map(str::to_owned).collect()).filter(|r: &Vec<String>| !r.is_empty()).collect()
+}
+
+/// The row whose first cell is `name`.
+#[track_caller]
+pub fn row<'a>(table: &'a [Vec<String>], name: &str) -> &'a Vec<String> {
+    table.iter().find(|r| r.first().is_some_and(|c| c == name)).unwrap_or_else(|| panic!("no row {name} in {table:?}"))
+}
+
+pub const SEED_003: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/seed-003");

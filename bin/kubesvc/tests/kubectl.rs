@@ -1,0 +1,307 @@
+//! The real kubectl against kubesvc, each test in its own network namespace.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{SEED_003, cluster, row, rows};
+use serde_json::Value;
+
+#[test]
+fn generators_create_what_kubectl_asks() {
+    let c = cluster();
+    // These generators send protobuf bodies.
+    assert_eq!(c.kubectl(&["create", "namespace", "shop"]).ok().trim(), "namespace/shop created");
+    assert_eq!(c.kubectl(&["create", "deployment", "web", "--image=nginx:1.25", "--replicas=4", "-n", "shop"]).ok().trim(), "deployment.apps/web created");
+    assert_eq!(c.kubectl(&["create", "deployment", "zero", "--image=nginx", "--replicas=0", "-n", "shop"]).ok().trim(), "deployment.apps/zero created");
+    assert_eq!(c.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080", "-n", "shop"]).ok().trim(), "service/web created");
+    assert_eq!(c.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:80", "-n", "shop"]).ok().trim(), "service/np created");
+    assert_eq!(c.kubectl(&["create", "service", "loadbalancer", "lb", "--tcp=443:8443", "-n", "shop"]).ok().trim(), "service/lb created");
+    assert_eq!(
+        c.kubectl(&["create", "service", "externalname", "db", "--external-name=db.example.com", "-n", "shop"]).ok().trim(),
+        "service/db created"
+    );
+    assert_eq!(c.kubectl(&["create", "service", "clusterip", "hl", "--clusterip=None", "-n", "shop"]).ok().trim(), "service/hl created");
+
+    let ns = rows(&c.kubectl(&["get", "namespaces"]).ok());
+    assert_eq!(ns[0], ["NAME", "STATUS", "AGE"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease", "shop"] {
+        assert_eq!(row(&ns, n)[1], "Active");
+    }
+
+    let deploy = rows(&c.kubectl(&["get", "deployments", "-n", "shop"]).ok());
+    assert_eq!(deploy[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert_eq!(row(&deploy, "web")[1..4], ["0/4", "0", "0"]);
+    assert_eq!(row(&deploy, "zero")[1], "0/0", "replicas: 0 survives protobuf decoding");
+    let wide = rows(&c.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "wide"]).ok());
+    assert_eq!(wide[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
+    assert_eq!(wide[1][5..], ["nginx", "nginx:1.25", "app=web"]);
+
+    let svc = rows(&c.kubectl(&["get", "svc", "-n", "shop", "-o", "wide"]).ok());
+    assert_eq!(svc[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "SELECTOR"]);
+    assert_eq!(row(&svc, "web")[1], "ClusterIP");
+    assert_eq!(row(&svc, "web")[4], "80/TCP");
+    assert_eq!(row(&svc, "web")[6], "app=web");
+    assert_eq!(row(&svc, "lb")[1], "LoadBalancer");
+    assert_eq!(row(&svc, "lb")[3], "<pending>");
+    assert_eq!(row(&svc, "db")[1..4], ["ExternalName", "<none>", "db.example.com"]);
+    assert_eq!(row(&svc, "hl")[2], "None");
+
+    // -o json and -o yaml carry the defaults Kubernetes sets.
+    let d: Value = serde_json::from_str(&c.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "json"]).ok()).unwrap();
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(d["metadata"]["generation"], 1);
+    assert!(d["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    let y = c.kubectl(&["get", "svc", "web", "-n", "shop", "-o", "yaml"]).ok();
+    assert!(y.contains("kind: Service") && y.contains("targetPort: 8080") && y.contains("sessionAffinity: None"), "{y}");
+}
+
+#[test]
+fn apply_describe_patch_edit_delete() {
+    let c = cluster();
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: api\n  labels:\n    tier: backend\nspec:\n  selector:\n    app: api\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n";
+    assert_eq!(c.kubectl_stdin(&["apply", "-f", "-"], Some(svc)).ok().trim(), "service/api created");
+    assert_eq!(c.kubectl_stdin(&["apply", "-f", "-"], Some(svc)).ok().trim(), "service/api unchanged");
+    let changed = svc.replace("targetPort: 8080", "targetPort: 9090");
+    assert_eq!(c.kubectl_stdin(&["apply", "-f", "-"], Some(&changed)).ok().trim(), "service/api configured");
+    assert_eq!(c.kubectl(&["get", "svc", "api", "-o", "jsonpath={.spec.ports[0].targetPort}"]).ok(), "9090");
+
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: api-1\n  labels:\n    app: api\nspec:\n  containers:\n  - name: app\n    image: busybox:1.36\n    ports:\n    - name: http\n      containerPort: 8080\n";
+    assert_eq!(c.kubectl_stdin(&["apply", "-f", "-"], Some(pod)).ok().trim(), "pod/api-1 created");
+    let pods = rows(&c.kubectl(&["get", "pods", "-o", "wide"]).ok());
+    assert_eq!(pods[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]);
+    assert_eq!(row(&pods, "api-1")[1..4], ["0/1", "Pending", "0"]);
+
+    let described = c.kubectl(&["describe", "service", "api"]).ok();
+    for want in ["Name:", "api", "Selector:", "app=api", "TargetPort:", "9090/TCP", "Labels:", "tier=backend"] {
+        assert!(described.contains(want), "describe lacks {want}:\n{described}");
+    }
+    let described = c.kubectl(&["describe", "pod", "api-1"]).ok();
+    assert!(described.contains("busybox:1.36") && described.contains("Pending"), "{described}");
+
+    // Strategic merge patch: a new port merges by port number.
+    let out = c.kubectl(&["patch", "svc", "api", "-p", r#"{"spec":{"ports":[{"name":"metrics","port":9100}]}}"#]).ok();
+    assert_eq!(out.trim(), "service/api patched");
+    let ports = c.kubectl(&["get", "svc", "api", "-o", "jsonpath={.spec.ports[*].port}"]).ok();
+    assert_eq!(ports, "80 9100");
+    assert_eq!(c.kubectl(&["patch", "svc", "api", "--type=merge", "-p", r#"{"metadata":{"labels":{"tier":null}}}"#]).ok().trim(), "service/api patched");
+    assert_eq!(
+        c.kubectl(&["patch", "svc", "api", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/ports/1/port","value":9200}]"#]).ok().trim(),
+        "service/api patched"
+    );
+    assert_eq!(c.kubectl(&["get", "svc", "api", "-o", "jsonpath={.spec.ports[1].port}"]).ok(), "9200");
+    assert_eq!(c.kubectl(&["patch", "svc", "api", "-p", r#"{"spec":{"selector":{"app":"api"}}}"#]).ok().trim(), "service/api patched (no change)");
+
+    // kubectl edit, with an editor that rewrites the file (kubectl then sends a strategic merge patch).
+    c.kubectl(&["create", "deployment", "web", "--image=nginx:1.25", "--replicas=4"]).ok();
+    let edited = c.kubectl_with(&["edit", "deployment", "web"], None, &[("KUBE_EDITOR", "sed -i s/replicas:\\ 4/replicas:\\ 2/")]).ok();
+    assert_eq!(edited.trim(), "deployment.apps/web edited");
+    let d: Value = serde_json::from_str(&c.kubectl(&["get", "deploy", "web", "-o", "json"]).ok()).unwrap();
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["metadata"]["generation"], 2, "a spec change bumps the generation");
+    assert_eq!(c.kubectl(&["scale", "deployment", "web", "--replicas=3"]).ok().trim(), "deployment.apps/web scaled");
+    assert_eq!(c.kubectl(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]).ok(), "3");
+
+    assert_eq!(c.kubectl(&["delete", "service", "api"]).ok().trim(), "service \"api\" deleted");
+    assert_eq!(c.kubectl(&["delete", "pod", "api-1"]).ok().trim(), "pod \"api-1\" deleted");
+    assert_eq!(c.kubectl(&["delete", "deployment", "web"]).ok().trim(), "deployment.apps \"web\" deleted");
+    assert_eq!(c.kubectl(&["get", "svc", "api"]).err().trim(), "Error from server (NotFound): services \"api\" not found");
+    assert_eq!(c.kubectl(&["get", "pods"]).ok(), "");
+}
+
+#[test]
+fn seed_manifests_apply_and_list() {
+    let c = cluster();
+    // Each of the article's examples in a namespace of its own: they share a name.
+    let steps = [
+        ("ex1", "1-service-with-selector.yaml", vec!["service/nginx-service created"]),
+        ("ex2", "2-multi-port-service.yaml", vec!["service/nginx-service created"]),
+        ("ex3", "3-service-without-selector.yaml", vec!["service/nginx-service created", "endpoints/nginx-service created"]),
+        ("ex4", "4-apache-deployment.yaml", vec!["deployment.apps/apache-deployment created"]),
+    ];
+    for (ns, file, want) in &steps {
+        c.kubectl(&["create", "namespace", ns]).ok();
+        let out = c.kubectl(&["apply", "-n", ns, "-f", &format!("{SEED_003}/{file}")]).ok();
+        assert_eq!(out.lines().collect::<Vec<_>>(), *want, "{file}");
+    }
+    let one = rows(&c.kubectl(&["get", "service", "nginx-service", "-n", "ex1"]).ok());
+    assert_eq!(one[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!(one[1][1], "ClusterIP");
+    assert_eq!(one[1][4], "80/TCP");
+    let multi = rows(&c.kubectl(&["get", "svc", "-n", "ex2", "-o", "wide"]).ok());
+    assert_eq!(row(&multi, "nginx-service")[4], "80/TCP,443/TCP");
+    assert_eq!(row(&multi, "nginx-service")[6], "app=webserver-nginx-multiport");
+    let manual = rows(&c.kubectl(&["get", "svc,endpoints", "-n", "ex3", "-o", "wide"]).ok());
+    assert!(manual.iter().any(|r| r[0] == "service/nginx-service" && r[6] == "<none>"), "{manual:?}");
+    let ep = rows(&c.kubectl(&["get", "endpoints", "nginx-service", "-n", "ex3"]).ok());
+    assert_eq!(ep[0], ["NAME", "ENDPOINTS", "AGE"]);
+    assert_eq!(ep[1][1], "192.10.0.1:8080");
+
+    let deploy = rows(&c.kubectl(&["get", "deployment", "apache-deployment", "-n", "ex4"]).ok());
+    assert_eq!(deploy[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert_eq!(deploy[1][1], "0/4", "no controllers yet: nothing is ready");
+    let exposed = c.kubectl(&[
+        "expose", "deployment", "apache-deployment", "--name=apache-http-service", "--type=ClusterIP", "--port=8080", "--target-port=8080", "-n", "ex4",
+    ]);
+    assert_eq!(exposed.ok().trim(), "service/apache-http-service exposed");
+    let svc = rows(&c.kubectl(&["get", "service", "apache-http-service", "-n", "ex4", "-o", "wide"]).ok());
+    assert_eq!(svc[1][1], "ClusterIP");
+    assert_eq!(svc[1][4], "8080/TCP");
+    assert_eq!(svc[1][6], "app=webserver");
+    // The same service from the article's manifest, applied over the exposed one.
+    let out = c.kubectl(&["apply", "-n", "ex4", "-f", &format!("{SEED_003}/5-apache-http-service.yaml")]);
+    let out = out.stdout + &out.stderr;
+    assert!(out.contains("service/apache-http-service configured"), "{out}");
+    // Everything at once, across namespaces.
+    let all = rows(&c.kubectl(&["get", "services", "-A"]).ok());
+    assert_eq!(all[0], ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!(all.len(), 1 + 4);
+}
+
+#[test]
+fn label_and_field_selectors() {
+    let c = cluster();
+    for (name, app, tier) in [("a", "web", "front"), ("b", "web", "back"), ("c", "db", "back")] {
+        c.kubectl(&["run", name, "--image=busybox", &format!("--labels=app={app},tier={tier}")]).ok();
+    }
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut full = vec!["get", "pods", "-o", "name"];
+        full.extend_from_slice(args);
+        c.kubectl(&full).ok().lines().map(|l| l.trim_start_matches("pod/").to_string()).collect()
+    };
+    assert_eq!(names(&["-l", "app=web"]), ["a", "b"]);
+    assert_eq!(names(&["-l", "app=web,tier=back"]), ["b"]);
+    assert_eq!(names(&["-l", "tier in (front,middle)"]), ["a"]);
+    assert_eq!(names(&["-l", "app notin (web)"]), ["c"]);
+    assert_eq!(names(&["-l", "app!=db"]), ["a", "b"]);
+    assert_eq!(names(&["-l", "!tier"]), Vec::<String>::new());
+    assert_eq!(names(&["--field-selector", "metadata.name=c"]), ["c"]);
+    assert_eq!(names(&["--field-selector", "status.phase=Pending,metadata.name!=a"]), ["b", "c"]);
+    let shown = rows(&c.kubectl(&["get", "pods", "-L", "app", "--show-labels"]).ok());
+    assert_eq!(shown[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "APP", "LABELS"]);
+    assert_eq!(row(&shown, "a")[6], "app=web,tier=front");
+    let err = c.kubectl(&["get", "pods", "-l", "app in web"]).err();
+    assert!(err.contains("unable to parse requirement: found 'web' expected: '('"), "{err}");
+    let err = c.kubectl(&["get", "pods", "--field-selector", "spec.bogus=1"]).err();
+    assert_eq!(
+        err.trim(),
+        "Error from server (BadRequest): Unable to find \"/v1, Resource=pods\" that match label selector \"\", field selector \"spec.bogus=1\": field label not supported: spec.bogus"
+    );
+    let err = c.kubectl(&["get", "deployments", "--field-selector", "spec.replicas=1"]).err();
+    assert!(err.contains("\"spec.replicas\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""), "{err}");
+    assert_eq!(c.kubectl(&["delete", "pods", "-l", "app=web"]).ok().lines().count(), 2);
+    assert_eq!(names(&[]), ["c"]);
+}
+
+/// `kubectl get -w` prints the list, then each change as it happens.
+#[test]
+fn watch_sees_added_modified_deleted() {
+    let c = cluster();
+    c.kubectl(&["create", "service", "clusterip", "before", "--tcp=80"]).ok();
+    let mut child = c
+        .kubectl_command(&["get", "services", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl get -w");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let mut wait_for = |pred: &dyn Fn(&str) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = lines.iter().find(|l: &&String| pred(l)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(_) => panic!("no {what} in kubectl get -w output: {lines:?}"),
+            }
+        }
+    };
+    let header = wait_for(&|l| l.starts_with("EVENT"), "header");
+    assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["EVENT", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    wait_for(&|l| l.starts_with("ADDED") && l.contains("before"), "the existing service");
+    c.kubectl(&["create", "service", "nodeport", "live", "--tcp=80"]).ok();
+    let added = wait_for(&|l| l.starts_with("ADDED") && l.contains("live"), "ADDED live");
+    assert!(added.contains("NodePort"));
+    c.kubectl(&["label", "service", "live", "x=y"]).ok();
+    wait_for(&|l| l.starts_with("MODIFIED") && l.contains("live"), "MODIFIED live");
+    c.kubectl(&["delete", "service", "live"]).ok();
+    wait_for(&|l| l.starts_with("DELETED") && l.contains("live"), "DELETED live");
+    assert_eq!(lines.iter().filter(|l| l.contains("before")).count(), 1, "no duplicate events: {lines:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn errors_read_as_kubernetes_prints_them() {
+    let c = cluster();
+    assert_eq!(c.kubectl(&["get", "svc", "nope"]).err().trim(), "Error from server (NotFound): services \"nope\" not found");
+    assert_eq!(c.kubectl(&["get", "deploy", "nope"]).err().trim(), "Error from server (NotFound): deployments.apps \"nope\" not found");
+    c.kubectl(&["create", "service", "clusterip", "dup", "--tcp=80"]).ok();
+    assert_eq!(
+        c.kubectl(&["create", "service", "clusterip", "dup", "--tcp=80"]).err().trim(),
+        "error: failed to create ClusterIP service: services \"dup\" already exists"
+    );
+    let bad_name = "apiVersion: v1\nkind: Service\nmetadata:\n  name: Bad_Name\nspec:\n  ports:\n  - port: 80\n";
+    assert_eq!(
+        c.kubectl_stdin(&["create", "-f", "-"], Some(bad_name)).err().trim(),
+        "The Service \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+    );
+    let unknown = "apiVersion: v1\nkind: Service\nmetadata:\n  name: strict\nspec:\n  bogus: 1\n  ports:\n  - port: 80\n";
+    assert_eq!(
+        c.kubectl_stdin(&["create", "-f", "-"], Some(unknown)).err().trim(),
+        "Error from server (BadRequest): error when creating \"STDIN\": Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.bogus\""
+    );
+    // With --validate=false, the unknown field is dropped and the object created.
+    assert_eq!(c.kubectl_stdin(&["create", "--validate=false", "-f", "-"], Some(unknown)).ok().trim(), "service/strict created");
+    assert!(!c.kubectl(&["get", "svc", "strict", "-o", "yaml"]).ok().contains("bogus"));
+    let missing_ns = "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n  namespace: nowhere\nspec:\n  ports:\n  - port: 80\n";
+    assert_eq!(
+        c.kubectl_stdin(&["create", "-f", "-"], Some(missing_ns)).err().trim(),
+        "Error from server (NotFound): error when creating \"STDIN\": namespaces \"nowhere\" not found"
+    );
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector:\n    matchLabels:\n      app: a\n  template:\n    metadata:\n      labels:\n        app: b\n    spec:\n      containers:\n      - name: c\n        image: i\n";
+    let err = c.kubectl_stdin(&["create", "-f", "-"], Some(deploy)).err();
+    assert!(
+        err.contains("The Deployment \"d\" is invalid: spec.template.metadata.labels: Invalid value:") && err.contains("`selector` does not match template `labels`"),
+        "{err}"
+    );
+    let stale = c.kubectl(&["get", "svc", "dup", "-o", "json"]).ok();
+    let mut obj: Value = serde_json::from_str(&stale).unwrap();
+    c.kubectl(&["label", "svc", "dup", "a=b"]).ok();
+    obj["metadata"]["labels"] = serde_json::json!({"c": "d"});
+    let err = c.kubectl_stdin(&["replace", "-f", "-"], Some(&obj.to_string())).err();
+    assert!(
+        err.contains("Operation cannot be fulfilled on services \"dup\": the object has been modified; please apply your changes to the latest version and try again"),
+        "{err}"
+    );
+}
+
+#[test]
+fn namespace_deletion_deletes_its_contents() {
+    let c = cluster();
+    c.kubectl(&["create", "namespace", "gone"]).ok();
+    c.kubectl(&["create", "deployment", "d", "--image=x", "-n", "gone"]).ok();
+    c.kubectl(&["create", "service", "clusterip", "s", "--tcp=80", "-n", "gone"]).ok();
+    c.kubectl(&["run", "p", "--image=x", "-n", "gone"]).ok();
+    assert_eq!(c.kubectl(&["delete", "namespace", "gone"]).ok().trim(), "namespace \"gone\" deleted");
+    assert_eq!(c.kubectl(&["get", "namespace", "gone"]).err().trim(), "Error from server (NotFound): namespaces \"gone\" not found");
+    assert_eq!(c.kubectl(&["get", "all", "-n", "gone"]).ok(), "");
+    // The namespace can come back, empty.
+    c.kubectl(&["create", "namespace", "gone"]).ok();
+    assert_eq!(c.kubectl(&["get", "deploy,svc,pods", "-n", "gone", "-o", "name"]).ok(), "");
+    assert!(c.kubectl(&["delete", "namespace", "default"]).err().contains("namespaces \"default\" is forbidden: this namespace may not be deleted"));
+}
