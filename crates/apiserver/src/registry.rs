@@ -137,7 +137,8 @@ pub fn check_type(r: &'static Resource, obj: &mut Value) -> Result<(), StatusErr
     }
     let version = av.rsplit('/').next().unwrap_or(&av).to_string();
     let group = av.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-    let msg = if k == r.kind && group == r.group {
+    let known_version = resources::group_versions().iter().any(|(g, v)| *g == group && *v == version);
+    let msg = if k == r.kind && group == r.group && known_version {
         format!("the API version in the data ({av}) does not match the expected API version ({want})")
     } else if let Some(other) = resources::by_kind(&av, &k) {
         format!(
