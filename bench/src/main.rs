@@ -1,1 +1,279 @@
-fn main() {}
+//! kubesvc benchmarks. Each run starts servers in network namespaces of their
+//! own and compares them side by side; the output is a Markdown table for
+//! BENCHMARKS.md.
+//!
+//! `kubesvc-bench apiserver [--services N] [--clients C] [--watchers W] [--updates U]`
+//! runs the API server scenario against the durable (redb) and the in-memory
+//! store: N concurrent creates, full lists in three formats, W watchers
+//! receiving U updates, and the server's memory.
+//!
+//! Build everything first (`cargo build --release --workspace`): the benchmark
+//! runs the `kubesvc` binary next to its own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, Request};
+use http_body_util::BodyExt;
+use kube::Client;
+use kubesvc_testsupport::Cluster;
+use serde_json::json;
+
+struct Args {
+    services: usize,
+    clients: usize,
+    watchers: usize,
+    updates: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args { services: 10_000, clients: 64, watchers: 100, updates: 1_000 };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) != Some("apiserver") {
+        bail!("usage: kubesvc-bench apiserver [--services N] [--clients C] [--watchers W] [--updates U]");
+    }
+    let mut it = argv[1..].iter();
+    while let Some(flag) = it.next() {
+        let v: usize = it.next().context("flag without value")?.parse()?;
+        match flag.as_str() {
+            "--services" => a.services = v,
+            "--clients" => a.clients = v,
+            "--watchers" => a.watchers = v,
+            "--updates" => a.updates = v,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn kubesvc_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("no parent dir")?.join("kubesvc");
+    if !bin.exists() {
+        bail!("{} not found: run `cargo build --release --workspace` first", bin.display());
+    }
+    Ok(bin)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+async fn send(client: &Client, method: Method, path: &str, accept: &str, ct: &str, body: Vec<u8>) -> Result<(http::StatusCode, Bytes)> {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Accept", accept)
+        .header("Content-Type", ct)
+        .body(kube::client::Body::from(body))?;
+    let resp = client.send(req).await?;
+    let status = resp.status();
+    Ok((status, resp.into_body().collect_bytes().await?))
+}
+
+#[derive(Default)]
+struct Results {
+    create_total: Duration,
+    create_p50_ms: f64,
+    create_p99_ms: f64,
+    list_json_ms: f64,
+    list_pb_ms: f64,
+    list_table_ms: f64,
+    list_bytes: usize,
+    update_p50_ms: f64,
+    fanout_p50_ms: f64,
+    fanout_p99_ms: f64,
+    deliveries: usize,
+    rss_after_create: f64,
+    rss_peak: f64,
+}
+
+const NS: &str = "bench";
+
+async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
+    let client = c.client().await?;
+    let pid = c.pid().context("server pid")?;
+    let mut r = Results::default();
+    send(&client, Method::POST, "/api/v1/namespaces", "application/json", "application/json", serde_json::to_vec(&json!({"metadata": {"name": NS}}))?).await?;
+
+    // 1. Creates from many concurrent clients (one HTTP/2 connection, as client-go does).
+    let path = format!("/api/v1/namespaces/{NS}/services");
+    let start = Instant::now();
+    let latencies: Vec<f64> = futures::stream::iter(0..a.services)
+        .map(|i| {
+            let (client, path) = (client.clone(), path.clone());
+            async move {
+                let body = json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": format!("svc-{i:05}"), "labels": {"app": format!("app-{}", i % 100), "bench": "yes"}},
+                    "spec": {"selector": {"app": format!("app-{}", i % 100)}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+                let t = Instant::now();
+                let (status, resp) = send(&client, Method::POST, &path, "application/json", "application/json", serde_json::to_vec(&body)?).await?;
+                if status != http::StatusCode::CREATED {
+                    bail!("create failed: {status} {}", String::from_utf8_lossy(&resp));
+                }
+                Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(a.clients)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    r.create_total = start.elapsed();
+    let mut sorted = latencies;
+    sorted.sort_by(f64::total_cmp);
+    r.create_p50_ms = percentile(&sorted, 0.5);
+    r.create_p99_ms = percentile(&sorted, 0.99);
+    r.rss_after_create = rss_mib(pid);
+
+    // 2. Full lists: the median of 7, in each format.
+    for (accept, slot) in [
+        ("application/json", &mut r.list_json_ms),
+        ("application/vnd.kubernetes.protobuf", &mut r.list_pb_ms),
+        ("application/json;as=Table;v=v1;g=meta.k8s.io,application/json", &mut r.list_table_ms),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            let (status, body) = send(&client, Method::GET, &path, accept, "application/json", Vec::new()).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            if !status.is_success() {
+                bail!("list failed: {status}");
+            }
+            if accept == "application/json" {
+                r.list_bytes = body.len();
+                let v: serde_json::Value = serde_json::from_slice(&body)?;
+                let n = v["items"].as_array().map_or(0, Vec::len);
+                if n != a.services {
+                    bail!("list returned {n} items, not {}", a.services);
+                }
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        *slot = percentile(&times, 0.5);
+    }
+
+    // 3. Watchers: each sees every update; latency from the write's acknowledgement to each delivery.
+    let epoch = Instant::now();
+    let acks: Arc<std::sync::Mutex<Vec<Option<f64>>>> = Arc::new(std::sync::Mutex::new(vec![None; a.updates]));
+    let rv = {
+        let (_, body) = send(&client, Method::GET, &format!("{path}?limit=1"), "application/json", "application/json", Vec::new()).await?;
+        serde_json::from_slice::<serde_json::Value>(&body)?["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string()
+    };
+    let mut watchers = Vec::new();
+    for _ in 0..a.watchers {
+        let client = client.clone();
+        let url = format!("{path}?watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dsvc-00000");
+        let updates = a.updates;
+        watchers.push(tokio::spawn(async move {
+            let req = Request::builder().uri(url).body(kube::client::Body::empty())?;
+            let mut body = client.send(req).await?.into_body();
+            let mut buf = Vec::new();
+            let mut got: Vec<(usize, f64)> = Vec::new();
+            while got.len() < updates {
+                let Some(frame) = tokio::time::timeout(Duration::from_secs(60), body.frame()).await?.transpose()? else { break };
+                let Ok(data) = frame.into_data() else { continue };
+                buf.extend_from_slice(&data);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let at = epoch.elapsed().as_secs_f64() * 1000.0;
+                    let ev: serde_json::Value = serde_json::from_slice(&line)?;
+                    if let Some(seq) = ev["object"]["metadata"]["annotations"]["bench/seq"].as_str().and_then(|s| s.parse::<usize>().ok()) {
+                        got.push((seq, at));
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(got)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut update_lat = Vec::new();
+    let mut peak = rss_mib(pid);
+    for seq in 0..a.updates {
+        let patch = json!({"metadata": {"annotations": {"bench/seq": seq.to_string()}}});
+        let t = Instant::now();
+        let (status, _) = send(&client, Method::PATCH, &format!("{path}/svc-00000"), "application/json", "application/merge-patch+json", serde_json::to_vec(&patch)?).await?;
+        if !status.is_success() {
+            bail!("patch failed: {status}");
+        }
+        update_lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        acks.lock().expect("not poisoned")[seq] = Some(epoch.elapsed().as_secs_f64() * 1000.0);
+        if seq % 100 == 0 {
+            peak = peak.max(rss_mib(pid));
+        }
+    }
+    let mut fanout = Vec::new();
+    for w in watchers {
+        for (seq, at) in w.await?? {
+            if let Some(Some(ack)) = acks.lock().expect("not poisoned").get(seq) {
+                fanout.push((at - ack).max(0.0));
+            }
+        }
+    }
+    r.deliveries = fanout.len();
+    fanout.sort_by(f64::total_cmp);
+    update_lat.sort_by(f64::total_cmp);
+    r.update_p50_ms = percentile(&update_lat, 0.5);
+    r.fanout_p50_ms = percentile(&fanout, 0.5);
+    r.fanout_p99_ms = percentile(&fanout, 0.99);
+    r.rss_peak = peak.max(rss_mib(pid));
+    Ok(r)
+}
+
+fn main() -> Result<()> {
+    let a = parse_args()?;
+    let bin = kubesvc_binary()?;
+    let mut rows = Vec::new();
+    for storage in ["redb", "memory"] {
+        eprintln!("running the API server scenario on {storage} storage...");
+        let c = Cluster::start_with(&bin, &["--storage", storage, "--watch-cache-size", "20000"])?;
+        let r = c.rt.block_on(run_scenario(&c, &a))?;
+        rows.push((storage, r));
+    }
+    println!(
+        "| storage | {n} creates ({cl} clients) | create p50 / p99 | list JSON | list protobuf | list Table | {w} watchers × {u} updates: fan-out p50 / p99 | update p50 | RSS after creates / peak |",
+        n = a.services,
+        cl = a.clients,
+        w = a.watchers,
+        u = a.updates
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (storage, r) in &rows {
+        println!(
+            "| {storage} | {:.2} s ({:.0}/s) | {:.1} / {:.1} ms | {:.0} ms ({:.1} MiB) | {:.0} ms | {:.0} ms | {:.2} / {:.2} ms ({} deliveries) | {:.2} ms | {:.0} / {:.0} MiB |",
+            r.create_total.as_secs_f64(),
+            a.services as f64 / r.create_total.as_secs_f64(),
+            r.create_p50_ms,
+            r.create_p99_ms,
+            r.list_json_ms,
+            r.list_bytes as f64 / 1048576.0,
+            r.list_pb_ms,
+            r.list_table_ms,
+            r.fanout_p50_ms,
+            r.fanout_p99_ms,
+            r.deliveries,
+            r.update_p50_ms,
+            r.rss_after_create,
+            r.rss_peak,
+        );
+    }
+    Ok(())
+}
