@@ -305,3 +305,127 @@ fn namespace_deletion_deletes_its_contents() {
     assert_eq!(c.kubectl(&["get", "deploy,svc,pods", "-n", "gone", "-o", "name"]).ok(), "");
     assert!(c.kubectl(&["delete", "namespace", "default"]).err().contains("namespaces \"default\" is forbidden: this namespace may not be deleted"));
 }
+
+/// The Table columns of the other kinds, as kubectl shows them.
+#[test]
+fn tables_of_every_kind() {
+    let c = cluster();
+    let objects = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-1
+  labels:
+    node-role.kubernetes.io/control-plane: ""
+status:
+  conditions:
+  - type: Ready
+    status: "True"
+  addresses:
+  - type: InternalIP
+    address: 10.0.0.11
+  nodeInfo:
+    kubeletVersion: v1.37.0
+    osImage: Debian GNU/Linux 12 (bookworm)
+    kernelVersion: "6.1.0"
+    containerRuntimeVersion: kubesvc://0.1.0
+    machineID: m
+    systemUUID: s
+    bootID: b
+    kubeProxyVersion: ""
+    operatingSystem: linux
+    architecture: amd64
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web-abc
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-xyz
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+- name: http
+  port: 8080
+endpoints:
+- addresses: ["10.1.0.5"]
+  conditions: {ready: true}
+- addresses: ["10.1.0.6"]
+  conditions: {ready: false}
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata:
+  name: node-1
+  namespace: kube-node-lease
+spec:
+  holderIdentity: node-1
+  leaseDurationSeconds: 40
+---
+apiVersion: v1
+kind: Event
+metadata:
+  name: web.1
+involvedObject:
+  kind: Deployment
+  name: web
+  namespace: default
+reason: ScalingReplicaSet
+message: Scaled up replica set web-abc to 3
+type: Normal
+source:
+  component: deployment-controller
+count: 1
+"#;
+    let created = c.kubectl_stdin(&["create", "-f", "-"], Some(objects)).ok();
+    assert_eq!(created.lines().count(), 5, "{created}");
+
+    let nodes = rows(&c.kubectl(&["get", "nodes", "-o", "wide"]).ok());
+    assert_eq!(nodes[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]);
+    assert_eq!(nodes[1][..3], ["node-1", "Ready", "control-plane"]);
+    assert_eq!(nodes[1][4..7], ["v1.37.0", "10.0.0.11", "<none>"]);
+    assert_eq!(nodes[1].last().unwrap(), "kubesvc://0.1.0");
+
+    let rs = rows(&c.kubectl(&["get", "rs", "-o", "wide"]).ok());
+    assert_eq!(rs[0], ["NAME", "DESIRED", "CURRENT", "READY", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
+    assert_eq!(rs[1][..4], ["web-abc", "3", "0", "0"]);
+    assert_eq!(rs[1][5..], ["nginx", "nginx:1.25", "app=web"]);
+
+    let slices = rows(&c.kubectl(&["get", "endpointslices"]).ok());
+    assert_eq!(slices[0], ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]);
+    assert_eq!(slices[1][..4], ["web-xyz", "IPv4", "8080", "10.1.0.5,10.1.0.6"]);
+    assert_eq!(c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).ok().trim(), "endpointslice.discovery.k8s.io/web-xyz");
+
+    let leases = rows(&c.kubectl(&["get", "leases", "-n", "kube-node-lease"]).ok());
+    assert_eq!(leases[0], ["NAME", "HOLDER", "AGE"]);
+    assert_eq!(leases[1][..2], ["node-1", "node-1"]);
+
+    let events = c.kubectl(&["get", "events"]).ok();
+    let ev = rows(&events);
+    assert_eq!(ev[0], ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
+    assert!(events.contains("Normal   ScalingReplicaSet   deployment/web   Scaled up replica set web-abc to 3"), "{events}");
+
+    // describe finds a deployment's events (by field selector) and its replica sets (by label selector).
+    c.kubectl(&["create", "deployment", "web", "--image=nginx:1.25"]).ok();
+    let uid = c.kubectl(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"]).ok();
+    c.kubectl(&["patch", "event", "web.1", "--type=merge", "-p", &format!(r#"{{"involvedObject":{{"uid":"{uid}"}}}}"#)]).ok();
+    let described = c.kubectl(&["describe", "deployment", "web"]).ok();
+    assert!(described.contains("Scaled up replica set web-abc to 3"), "{described}");
+    assert!(described.contains("StrategyType:           RollingUpdate"), "{described}");
+    assert!(described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{described}");
+}

@@ -100,6 +100,7 @@ pub struct Cluster {
     binary: PathBuf,
     extra_args: Vec<String>,
     server: Option<Child>,
+    last_boot: Duration,
     // Dropped last: leaves and removes the namespace.
     _net: NetNs,
 }
@@ -122,6 +123,7 @@ impl Cluster {
             binary: binary.as_ref().to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             server: None,
+            last_boot: Duration::ZERO,
             _net: net,
         };
         c.boot()?;
@@ -135,6 +137,7 @@ impl Cluster {
     fn boot(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(&self.kubeconfig);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let started = Instant::now();
         let child = Command::new(&self.binary)
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
@@ -156,9 +159,15 @@ impl Cluster {
             if Instant::now() > deadline {
                 bail!("kubesvc was not ready within 30s:\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
+        self.last_boot = started.elapsed();
         Ok(())
+    }
+
+    /// How long the last (re)start took, from spawning the process to the kubeconfig.
+    pub fn boot_time(&self) -> Duration {
+        self.last_boot
     }
 
     /// The server's log so far.
