@@ -77,7 +77,14 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-async fn send(client: &Client, method: Method, path: &str, accept: &str, ct: &str, body: Vec<u8>) -> Result<(http::StatusCode, Bytes)> {
+async fn send(
+    client: &Client,
+    method: Method,
+    path: &str,
+    accept: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> Result<(http::StatusCode, Bytes)> {
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -114,7 +121,15 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
     let client = c.client().await?;
     let pid = c.pid().context("server pid")?;
     let mut r = Results::default();
-    send(&client, Method::POST, "/api/v1/namespaces", "application/json", "application/json", serde_json::to_vec(&json!({"metadata": {"name": NS}}))?).await?;
+    send(
+        &client,
+        Method::POST,
+        "/api/v1/namespaces",
+        "application/json",
+        "application/json",
+        serde_json::to_vec(&json!({"metadata": {"name": NS}}))?,
+    )
+    .await?;
 
     // 1. Creates from many concurrent clients (one HTTP/2 connection, as client-go does).
     let path = format!("/api/v1/namespaces/{NS}/services");
@@ -177,8 +192,13 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
     let epoch = Instant::now();
     let acks: Arc<std::sync::Mutex<Vec<Option<f64>>>> = Arc::new(std::sync::Mutex::new(vec![None; a.updates]));
     let rv = {
-        let (_, body) = send(&client, Method::GET, &format!("{path}?limit=1"), "application/json", "application/json", Vec::new()).await?;
-        serde_json::from_slice::<serde_json::Value>(&body)?["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string()
+        let (_, body) =
+            send(&client, Method::GET, &format!("{path}?limit=1"), "application/json", "application/json", Vec::new())
+                .await?;
+        serde_json::from_slice::<serde_json::Value>(&body)?["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("0")
+            .to_string()
     };
     let mut watchers = Vec::new();
     for _ in 0..a.watchers {
@@ -191,14 +211,22 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
             let mut buf = Vec::new();
             let mut got: Vec<(usize, f64)> = Vec::new();
             while got.len() < updates {
-                let Some(frame) = tokio::time::timeout(Duration::from_secs(60), body.frame()).await?.transpose()? else { break };
-                let Ok(data) = frame.into_data() else { continue };
+                let Some(frame) = tokio::time::timeout(Duration::from_secs(60), body.frame()).await?.transpose()?
+                else {
+                    break;
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 buf.extend_from_slice(&data);
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
                     let at = epoch.elapsed().as_secs_f64() * 1000.0;
                     let ev: serde_json::Value = serde_json::from_slice(&line)?;
-                    if let Some(seq) = ev["object"]["metadata"]["annotations"]["bench/seq"].as_str().and_then(|s| s.parse::<usize>().ok()) {
+                    if let Some(seq) = ev["object"]["metadata"]["annotations"]["bench/seq"]
+                        .as_str()
+                        .and_then(|s| s.parse::<usize>().ok())
+                    {
                         got.push((seq, at));
                     }
                 }
@@ -212,7 +240,15 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
     for seq in 0..a.updates {
         let patch = json!({"metadata": {"annotations": {"bench/seq": seq.to_string()}}});
         let t = Instant::now();
-        let (status, _) = send(&client, Method::PATCH, &format!("{path}/svc-00000"), "application/json", "application/merge-patch+json", serde_json::to_vec(&patch)?).await?;
+        let (status, _) = send(
+            &client,
+            Method::PATCH,
+            &format!("{path}/svc-00000"),
+            "application/json",
+            "application/merge-patch+json",
+            serde_json::to_vec(&patch)?,
+        )
+        .await?;
         if !status.is_success() {
             bail!("patch failed: {status}");
         }

@@ -72,7 +72,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = match args.storage {
         Storage::Redb => Arc::new(
-            kubesvc_store::redb::RedbStore::open(&args.data_dir.join("kubesvc.redb")).context("opening the database")?,
+            kubesvc_store::redb::RedbStore::open(&args.data_dir.join("kubesvc.redb"))
+                .context("opening the database")?,
         ),
         Storage::Memory => Arc::new(kubesvc_store::memory::MemoryStore::new()),
     };
@@ -91,7 +92,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -18,7 +18,13 @@ use kubesvc_testsupport::Cluster;
 use serde_json::{Value, json};
 
 /// A raw request: (status, headers, body).
-async fn raw(client: &Client, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> (StatusCode, http::HeaderMap, Bytes) {
+async fn raw(
+    client: &Client,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -180,7 +186,8 @@ fn protobuf_responses_and_watch_frames() {
         let client = c.client().await.unwrap();
         let pb = [("Accept", "application/vnd.kubernetes.protobuf,application/json")];
         let def = kubesvc_api::schema::def("io.k8s.api.core.v1.Service").unwrap();
-        let (status, headers, body) = raw(&client, Method::GET, "/api/v1/namespaces/default/services/web", &pb, Bytes::new()).await;
+        let (status, headers, body) =
+            raw(&client, Method::GET, "/api/v1/namespaces/default/services/web", &pb, Bytes::new()).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["content-type"], "application/vnd.kubernetes.protobuf");
         let (tm, obj) = kubesvc_wire::decode_object(&body, def).unwrap();
@@ -205,13 +212,17 @@ fn protobuf_responses_and_watch_frames() {
         let api: Api<Service> = Api::default_namespaced(client.clone());
         let mut created = false;
         while events.len() < 2 {
-            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("a watch frame in time").unwrap().unwrap();
+            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+                .await
+                .expect("a watch frame in time")
+                .unwrap()
+                .unwrap();
             if let Ok(data) = frame.into_data() {
                 buf.extend_from_slice(&data);
             }
-            while let Some((ty, object, rest)) = kubesvc_wire::decode_watch_frame(&buf).unwrap() {
-                let (_, obj) = kubesvc_wire::decode_object(&object, def).unwrap();
-                events.push((ty, obj["metadata"]["name"].as_str().unwrap().to_string()));
+            while let Some((frame, rest)) = kubesvc_wire::decode_watch_frame(&buf).unwrap() {
+                let (_, obj) = kubesvc_wire::decode_object(&frame.object, def).unwrap();
+                events.push((frame.event_type, obj["metadata"]["name"].as_str().unwrap().to_string()));
                 buf = rest.to_vec();
             }
             if !created && !events.is_empty() {
@@ -244,7 +255,11 @@ fn lists_page_consistently_and_watches_resume() {
         let mut next = Some(token);
         while let Some(t) = next {
             let p = api.list(&ListParams::default().limit(2).continue_token(&t)).await.unwrap();
-            assert_eq!(p.metadata.resource_version.as_deref(), Some(page_rv.as_str()), "every page at the first page's revision");
+            assert_eq!(
+                p.metadata.resource_version.as_deref(),
+                Some(page_rv.as_str()),
+                "every page at the first page's revision"
+            );
             names.extend(p.items.iter().map(|s| s.metadata.name.clone().unwrap()));
             next = p.metadata.continue_.filter(|c| !c.is_empty());
         }
@@ -264,7 +279,13 @@ fn lists_page_consistently_and_watches_resume() {
 
         // Past the watch cache's window, the watch says 410 Gone.
         for i in 0..30 {
-            api.patch(&format!("s{}", i % 3), &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"i": i.to_string()}}}))).await.unwrap();
+            api.patch(
+                &format!("s{}", i % 3),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"i": i.to_string()}}})),
+            )
+            .await
+            .unwrap();
         }
         let mut w = api.watch(&WatchParams::default(), &page_rv).await.unwrap().boxed();
         match w.try_next().await.unwrap() {
@@ -317,16 +338,25 @@ fn deletion_finalizers_and_grace() {
         let held = pending.left().expect("the object stays while finalizers remain");
         assert!(held.metadata.deletion_timestamp.is_some());
         let err = api
-            .patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}})))
+            .patch(
+                "held",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}})),
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("no new finalizers can be added if the object is being deleted"), "{err}");
-        api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+        api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+            .await
+            .unwrap();
         assert!(api.get_opt("held").await.unwrap().is_none(), "gone with its last finalizer");
 
         // A pod on a node is deleted gracefully: it stays, terminating, until deleted with grace 0.
         let pods: Api<Pod> = Api::default_namespaced(client.clone());
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).unwrap();
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )
+        .unwrap();
         pods.create(&PostParams::default(), &pod).await.unwrap();
         let (status, _, body) = raw(
             &client,
@@ -356,8 +386,23 @@ fn deletion_finalizers_and_grace() {
 
         // Preconditions.
         api.create(&PostParams::default(), &svc("pre")).await.unwrap();
-        let err = api.delete("pre", &DeleteParams { preconditions: Some(kube::api::Preconditions { uid: Some("not-it".into()), resource_version: None }), ..Default::default() }).await.unwrap_err();
-        assert!(err.to_string().contains("the UID in the precondition (not-it) does not match the UID in record"), "{err}");
+        let err = api
+            .delete(
+                "pre",
+                &DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: Some("not-it".into()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the UID in the precondition (not-it) does not match the UID in record"),
+            "{err}"
+        );
 
         // deletecollection with a selector.
         for (n, l) in [("x1", "x"), ("x2", "x"), ("y1", "y")] {
@@ -366,7 +411,14 @@ fn deletion_finalizers_and_grace() {
             api.create(&PostParams::default(), &s).await.unwrap();
         }
         api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("grp=x")).await.unwrap();
-        let left: Vec<String> = api.list(&ListParams::default().labels("grp")).await.unwrap().items.into_iter().map(|s| s.metadata.name.unwrap()).collect();
+        let left: Vec<String> = api
+            .list(&ListParams::default().labels("grp"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| s.metadata.name.unwrap())
+            .collect();
         assert_eq!(left, ["y1"]);
     });
 }
@@ -378,15 +430,28 @@ fn generations_status_and_leases() {
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
         let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-        let d = deploys.patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))).await.unwrap();
+        let d = deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
+            .await
+            .unwrap();
         assert_eq!(d.metadata.generation, Some(1), "a label change is not a spec change");
-        let d = deploys.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.unwrap();
+        let d = deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+            .await
+            .unwrap();
         assert_eq!(d.metadata.generation, Some(2));
         // Writes to the object ignore status; writes to /status ignore spec.
-        let d = deploys.patch("web", &PatchParams::default(), &Patch::Merge(json!({"status": {"replicas": 7}}))).await.unwrap();
+        let d = deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(json!({"status": {"replicas": 7}})))
+            .await
+            .unwrap();
         assert_eq!(d.status.as_ref().and_then(|s| s.replicas), None);
         let d = deploys
-            .patch_status("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 9}, "status": {"replicas": 3, "observedGeneration": 2}})))
+            .patch_status(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 9}, "status": {"replicas": 3, "observedGeneration": 2}})),
+            )
             .await
             .unwrap();
         assert_eq!(d.status.as_ref().and_then(|s| s.replicas), Some(3));
@@ -395,14 +460,22 @@ fn generations_status_and_leases() {
 
         // A lease must be updated with its resourceVersion.
         let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-        let l: Lease = serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40}})).unwrap();
+        let l: Lease = serde_json::from_value(
+            json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40}}),
+        )
+        .unwrap();
         let created = leases.create(&PostParams::default(), &l).await.unwrap();
         let mut without_rv = created.clone();
         without_rv.metadata.resource_version = None;
         let err = leases.replace("n1", &PostParams::default(), &without_rv).await.unwrap_err();
-        assert!(err.to_string().contains("metadata.resourceVersion: Invalid value: 0: must be specified for an update"), "{err}");
+        assert!(
+            err.to_string().contains("metadata.resourceVersion: Invalid value: 0: must be specified for an update"),
+            "{err}"
+        );
         let mut renewed = created.clone();
-        renewed.spec.as_mut().unwrap().renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime("2026-01-01T00:00:00.123456Z".parse().unwrap()));
+        renewed.spec.as_mut().unwrap().renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            "2026-01-01T00:00:00.123456Z".parse().unwrap(),
+        ));
         let renewed = leases.replace("n1", &PostParams::default(), &renewed).await.unwrap();
         assert_eq!(renewed.spec.unwrap().renew_time.unwrap().0.to_string(), "2026-01-01T00:00:00.123456Z");
     });
@@ -428,7 +501,9 @@ fn kube_runtime_watcher() {
         assert_eq!(names, ["before"]);
         api.create(&PostParams::default(), &svc("after")).await.unwrap();
         loop {
-            if let kube::runtime::watcher::Event::Apply(s) = tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap() {
+            if let kube::runtime::watcher::Event::Apply(s) =
+                tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap()
+            {
                 assert_eq!(s.metadata.name.as_deref(), Some("after"));
                 break;
             }

@@ -14,16 +14,36 @@ fn generators_create_what_kubectl_asks() {
     let c = cluster();
     // These generators send protobuf bodies.
     assert_eq!(c.kubectl(&["create", "namespace", "shop"]).ok().trim(), "namespace/shop created");
-    assert_eq!(c.kubectl(&["create", "deployment", "web", "--image=nginx:1.25", "--replicas=4", "-n", "shop"]).ok().trim(), "deployment.apps/web created");
-    assert_eq!(c.kubectl(&["create", "deployment", "zero", "--image=nginx", "--replicas=0", "-n", "shop"]).ok().trim(), "deployment.apps/zero created");
-    assert_eq!(c.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080", "-n", "shop"]).ok().trim(), "service/web created");
-    assert_eq!(c.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:80", "-n", "shop"]).ok().trim(), "service/np created");
-    assert_eq!(c.kubectl(&["create", "service", "loadbalancer", "lb", "--tcp=443:8443", "-n", "shop"]).ok().trim(), "service/lb created");
     assert_eq!(
-        c.kubectl(&["create", "service", "externalname", "db", "--external-name=db.example.com", "-n", "shop"]).ok().trim(),
+        c.kubectl(&["create", "deployment", "web", "--image=nginx:1.25", "--replicas=4", "-n", "shop"]).ok().trim(),
+        "deployment.apps/web created"
+    );
+    assert_eq!(
+        c.kubectl(&["create", "deployment", "zero", "--image=nginx", "--replicas=0", "-n", "shop"]).ok().trim(),
+        "deployment.apps/zero created"
+    );
+    assert_eq!(
+        c.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080", "-n", "shop"]).ok().trim(),
+        "service/web created"
+    );
+    assert_eq!(
+        c.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:80", "-n", "shop"]).ok().trim(),
+        "service/np created"
+    );
+    assert_eq!(
+        c.kubectl(&["create", "service", "loadbalancer", "lb", "--tcp=443:8443", "-n", "shop"]).ok().trim(),
+        "service/lb created"
+    );
+    assert_eq!(
+        c.kubectl(&["create", "service", "externalname", "db", "--external-name=db.example.com", "-n", "shop"])
+            .ok()
+            .trim(),
         "service/db created"
     );
-    assert_eq!(c.kubectl(&["create", "service", "clusterip", "hl", "--clusterip=None", "-n", "shop"]).ok().trim(), "service/hl created");
+    assert_eq!(
+        c.kubectl(&["create", "service", "clusterip", "hl", "--clusterip=None", "-n", "shop"]).ok().trim(),
+        "service/hl created"
+    );
 
     let ns = rows(&c.kubectl(&["get", "namespaces"]).ok());
     assert_eq!(ns[0], ["NAME", "STATUS", "AGE"]);
@@ -50,13 +70,17 @@ fn generators_create_what_kubectl_asks() {
     assert_eq!(row(&svc, "hl")[2], "None");
 
     // -o json and -o yaml carry the defaults Kubernetes sets.
-    let d: Value = serde_json::from_str(&c.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "json"]).ok()).unwrap();
+    let d: Value =
+        serde_json::from_str(&c.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "json"]).ok()).unwrap();
     assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
     assert_eq!(d["metadata"]["generation"], 1);
     assert!(d["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() > 0);
     let y = c.kubectl(&["get", "svc", "web", "-n", "shop", "-o", "yaml"]).ok();
-    assert!(y.contains("kind: Service") && y.contains("targetPort: 8080") && y.contains("sessionAffinity: None"), "{y}");
+    assert!(
+        y.contains("kind: Service") && y.contains("targetPort: 8080") && y.contains("sessionAffinity: None"),
+        "{y}"
+    );
 }
 
 #[test]
@@ -72,7 +96,10 @@ fn apply_describe_patch_edit_delete() {
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: api-1\n  labels:\n    app: api\nspec:\n  containers:\n  - name: app\n    image: busybox:1.36\n    ports:\n    - name: http\n      containerPort: 8080\n";
     assert_eq!(c.kubectl_stdin(&["apply", "-f", "-"], Some(pod)).ok().trim(), "pod/api-1 created");
     let pods = rows(&c.kubectl(&["get", "pods", "-o", "wide"]).ok());
-    assert_eq!(pods[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]);
+    assert_eq!(
+        pods[0],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+    );
     assert_eq!(row(&pods, "api-1")[1..4], ["0/1", "Pending", "0"]);
 
     let described = c.kubectl(&["describe", "service", "api"]).ok();
@@ -87,17 +114,36 @@ fn apply_describe_patch_edit_delete() {
     assert_eq!(out.trim(), "service/api patched");
     let ports = c.kubectl(&["get", "svc", "api", "-o", "jsonpath={.spec.ports[*].port}"]).ok();
     assert_eq!(ports, "80 9100");
-    assert_eq!(c.kubectl(&["patch", "svc", "api", "--type=merge", "-p", r#"{"metadata":{"labels":{"tier":null}}}"#]).ok().trim(), "service/api patched");
     assert_eq!(
-        c.kubectl(&["patch", "svc", "api", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/ports/1/port","value":9200}]"#]).ok().trim(),
+        c.kubectl(&["patch", "svc", "api", "--type=merge", "-p", r#"{"metadata":{"labels":{"tier":null}}}"#])
+            .ok()
+            .trim(),
+        "service/api patched"
+    );
+    assert_eq!(
+        c.kubectl(&[
+            "patch",
+            "svc",
+            "api",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/ports/1/port","value":9200}]"#
+        ])
+        .ok()
+        .trim(),
         "service/api patched"
     );
     assert_eq!(c.kubectl(&["get", "svc", "api", "-o", "jsonpath={.spec.ports[1].port}"]).ok(), "9200");
-    assert_eq!(c.kubectl(&["patch", "svc", "api", "-p", r#"{"spec":{"selector":{"app":"api"}}}"#]).ok().trim(), "service/api patched (no change)");
+    assert_eq!(
+        c.kubectl(&["patch", "svc", "api", "-p", r#"{"spec":{"selector":{"app":"api"}}}"#]).ok().trim(),
+        "service/api patched (no change)"
+    );
 
     // kubectl edit, with an editor that rewrites the file (kubectl then sends a strategic merge patch).
     c.kubectl(&["create", "deployment", "web", "--image=nginx:1.25", "--replicas=4"]).ok();
-    let edited = c.kubectl_with(&["edit", "deployment", "web"], None, &[("KUBE_EDITOR", "sed -i s/replicas:\\ 4/replicas:\\ 2/")]).ok();
+    let edited = c
+        .kubectl_with(&["edit", "deployment", "web"], None, &[("KUBE_EDITOR", "sed -i s/replicas:\\ 4/replicas:\\ 2/")])
+        .ok();
     assert_eq!(edited.trim(), "deployment.apps/web edited");
     let d: Value = serde_json::from_str(&c.kubectl(&["get", "deploy", "web", "-o", "json"]).ok()).unwrap();
     assert_eq!(d["spec"]["replicas"], 2);
@@ -108,7 +154,10 @@ fn apply_describe_patch_edit_delete() {
     assert_eq!(c.kubectl(&["delete", "service", "api"]).ok().trim(), "service \"api\" deleted");
     assert_eq!(c.kubectl(&["delete", "pod", "api-1"]).ok().trim(), "pod \"api-1\" deleted");
     assert_eq!(c.kubectl(&["delete", "deployment", "web"]).ok().trim(), "deployment.apps \"web\" deleted");
-    assert_eq!(c.kubectl(&["get", "svc", "api"]).err().trim(), "Error from server (NotFound): services \"api\" not found");
+    assert_eq!(
+        c.kubectl(&["get", "svc", "api"]).err().trim(),
+        "Error from server (NotFound): services \"api\" not found"
+    );
     assert_eq!(c.kubectl(&["get", "pods"]).ok(), "");
 }
 
@@ -119,7 +168,11 @@ fn seed_manifests_apply_and_list() {
     let steps = [
         ("ex1", "1-service-with-selector.yaml", vec!["service/nginx-service created"]),
         ("ex2", "2-multi-port-service.yaml", vec!["service/nginx-service created"]),
-        ("ex3", "3-service-without-selector.yaml", vec!["service/nginx-service created", "endpoints/nginx-service created"]),
+        (
+            "ex3",
+            "3-service-without-selector.yaml",
+            vec!["service/nginx-service created", "endpoints/nginx-service created"],
+        ),
         ("ex4", "4-apache-deployment.yaml", vec!["deployment.apps/apache-deployment created"]),
     ];
     for (ns, file, want) in &steps {
@@ -144,7 +197,15 @@ fn seed_manifests_apply_and_list() {
     assert_eq!(deploy[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     assert_eq!(deploy[1][1], "0/4", "no controllers yet: nothing is ready");
     let exposed = c.kubectl(&[
-        "expose", "deployment", "apache-deployment", "--name=apache-http-service", "--type=ClusterIP", "--port=8080", "--target-port=8080", "-n", "ex4",
+        "expose",
+        "deployment",
+        "apache-deployment",
+        "--name=apache-http-service",
+        "--type=ClusterIP",
+        "--port=8080",
+        "--target-port=8080",
+        "-n",
+        "ex4",
     ]);
     assert_eq!(exposed.ok().trim(), "service/apache-http-service exposed");
     let svc = rows(&c.kubectl(&["get", "service", "apache-http-service", "-n", "ex4", "-o", "wide"]).ok());
@@ -191,7 +252,10 @@ fn label_and_field_selectors() {
         "Error from server (BadRequest): Unable to find \"/v1, Resource=pods\" that match label selector \"\", field selector \"spec.bogus=1\": field label not supported: spec.bogus"
     );
     let err = c.kubectl(&["get", "deployments", "--field-selector", "spec.replicas=1"]).err();
-    assert!(err.contains("\"spec.replicas\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""), "{err}");
+    assert!(
+        err.contains("\"spec.replicas\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""),
+        "{err}"
+    );
     assert_eq!(c.kubectl(&["delete", "pods", "-l", "app=web"]).ok().lines().count(), 2);
     assert_eq!(names(&[]), ["c"]);
 }
@@ -231,7 +295,10 @@ fn watch_sees_added_modified_deleted() {
         }
     };
     let header = wait_for(&|l| l.starts_with("EVENT"), "header");
-    assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["EVENT", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["EVENT", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    );
     wait_for(&|l| l.starts_with("ADDED") && l.contains("before"), "the existing service");
     c.kubectl(&["create", "service", "nodeport", "live", "--tcp=80"]).ok();
     let added = wait_for(&|l| l.starts_with("ADDED") && l.contains("live"), "ADDED live");
@@ -248,8 +315,14 @@ fn watch_sees_added_modified_deleted() {
 #[test]
 fn errors_read_as_kubernetes_prints_them() {
     let c = cluster();
-    assert_eq!(c.kubectl(&["get", "svc", "nope"]).err().trim(), "Error from server (NotFound): services \"nope\" not found");
-    assert_eq!(c.kubectl(&["get", "deploy", "nope"]).err().trim(), "Error from server (NotFound): deployments.apps \"nope\" not found");
+    assert_eq!(
+        c.kubectl(&["get", "svc", "nope"]).err().trim(),
+        "Error from server (NotFound): services \"nope\" not found"
+    );
+    assert_eq!(
+        c.kubectl(&["get", "deploy", "nope"]).err().trim(),
+        "Error from server (NotFound): deployments.apps \"nope\" not found"
+    );
     c.kubectl(&["create", "service", "clusterip", "dup", "--tcp=80"]).ok();
     assert_eq!(
         c.kubectl(&["create", "service", "clusterip", "dup", "--tcp=80"]).err().trim(),
@@ -260,15 +333,20 @@ fn errors_read_as_kubernetes_prints_them() {
         c.kubectl_stdin(&["create", "-f", "-"], Some(bad_name)).err().trim(),
         "The Service \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
     );
-    let unknown = "apiVersion: v1\nkind: Service\nmetadata:\n  name: strict\nspec:\n  bogus: 1\n  ports:\n  - port: 80\n";
+    let unknown =
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: strict\nspec:\n  bogus: 1\n  ports:\n  - port: 80\n";
     assert_eq!(
         c.kubectl_stdin(&["create", "-f", "-"], Some(unknown)).err().trim(),
         "Error from server (BadRequest): error when creating \"STDIN\": Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.bogus\""
     );
     // With --validate=false, the unknown field is dropped and the object created.
-    assert_eq!(c.kubectl_stdin(&["create", "--validate=false", "-f", "-"], Some(unknown)).ok().trim(), "service/strict created");
+    assert_eq!(
+        c.kubectl_stdin(&["create", "--validate=false", "-f", "-"], Some(unknown)).ok().trim(),
+        "service/strict created"
+    );
     assert!(!c.kubectl(&["get", "svc", "strict", "-o", "yaml"]).ok().contains("bogus"));
-    let missing_ns = "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n  namespace: nowhere\nspec:\n  ports:\n  - port: 80\n";
+    let missing_ns =
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n  namespace: nowhere\nspec:\n  ports:\n  - port: 80\n";
     assert_eq!(
         c.kubectl_stdin(&["create", "-f", "-"], Some(missing_ns)).err().trim(),
         "Error from server (NotFound): error when creating \"STDIN\": namespaces \"nowhere\" not found"
@@ -276,7 +354,8 @@ fn errors_read_as_kubernetes_prints_them() {
     let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector:\n    matchLabels:\n      app: a\n  template:\n    metadata:\n      labels:\n        app: b\n    spec:\n      containers:\n      - name: c\n        image: i\n";
     let err = c.kubectl_stdin(&["create", "-f", "-"], Some(deploy)).err();
     assert!(
-        err.contains("The Deployment \"d\" is invalid: spec.template.metadata.labels: Invalid value:") && err.contains("`selector` does not match template `labels`"),
+        err.contains("The Deployment \"d\" is invalid: spec.template.metadata.labels: Invalid value:")
+            && err.contains("`selector` does not match template `labels`"),
         "{err}"
     );
     let stale = c.kubectl(&["get", "svc", "dup", "-o", "json"]).ok();
@@ -298,12 +377,19 @@ fn namespace_deletion_deletes_its_contents() {
     c.kubectl(&["create", "service", "clusterip", "s", "--tcp=80", "-n", "gone"]).ok();
     c.kubectl(&["run", "p", "--image=x", "-n", "gone"]).ok();
     assert_eq!(c.kubectl(&["delete", "namespace", "gone"]).ok().trim(), "namespace \"gone\" deleted");
-    assert_eq!(c.kubectl(&["get", "namespace", "gone"]).err().trim(), "Error from server (NotFound): namespaces \"gone\" not found");
+    assert_eq!(
+        c.kubectl(&["get", "namespace", "gone"]).err().trim(),
+        "Error from server (NotFound): namespaces \"gone\" not found"
+    );
     assert_eq!(c.kubectl(&["get", "all", "-n", "gone"]).ok(), "");
     // The namespace can come back, empty.
     c.kubectl(&["create", "namespace", "gone"]).ok();
     assert_eq!(c.kubectl(&["get", "deploy,svc,pods", "-n", "gone", "-o", "name"]).ok(), "");
-    assert!(c.kubectl(&["delete", "namespace", "default"]).err().contains("namespaces \"default\" is forbidden: this namespace may not be deleted"));
+    assert!(
+        c.kubectl(&["delete", "namespace", "default"])
+            .err()
+            .contains("namespaces \"default\" is forbidden: this namespace may not be deleted")
+    );
 }
 
 /// The Table columns of the other kinds, as kubectl shows them.
@@ -396,7 +482,21 @@ count: 1
     assert_eq!(created.lines().count(), 5, "{created}");
 
     let nodes = rows(&c.kubectl(&["get", "nodes", "-o", "wide"]).ok());
-    assert_eq!(nodes[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]);
+    assert_eq!(
+        nodes[0],
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ]
+    );
     assert_eq!(nodes[1][..3], ["node-1", "Ready", "control-plane"]);
     assert_eq!(nodes[1][4..7], ["v1.37.0", "10.0.0.11", "<none>"]);
     assert_eq!(nodes[1].last().unwrap(), "kubesvc://0.1.0");
@@ -409,7 +509,10 @@ count: 1
     let slices = rows(&c.kubectl(&["get", "endpointslices"]).ok());
     assert_eq!(slices[0], ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]);
     assert_eq!(slices[1][..4], ["web-xyz", "IPv4", "8080", "10.1.0.5,10.1.0.6"]);
-    assert_eq!(c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).ok().trim(), "endpointslice.discovery.k8s.io/web-xyz");
+    assert_eq!(
+        c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).ok().trim(),
+        "endpointslice.discovery.k8s.io/web-xyz"
+    );
 
     let leases = rows(&c.kubectl(&["get", "leases", "-n", "kube-node-lease"]).ok());
     assert_eq!(leases[0], ["NAME", "HOLDER", "AGE"]);
@@ -418,12 +521,23 @@ count: 1
     let events = c.kubectl(&["get", "events"]).ok();
     let ev = rows(&events);
     assert_eq!(ev[0], ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
-    assert!(events.contains("Normal   ScalingReplicaSet   deployment/web   Scaled up replica set web-abc to 3"), "{events}");
+    assert!(
+        events.contains("Normal   ScalingReplicaSet   deployment/web   Scaled up replica set web-abc to 3"),
+        "{events}"
+    );
 
     // describe finds a deployment's events (by field selector) and its replica sets (by label selector).
     c.kubectl(&["create", "deployment", "web", "--image=nginx:1.25"]).ok();
     let uid = c.kubectl(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"]).ok();
-    c.kubectl(&["patch", "event", "web.1", "--type=merge", "-p", &format!(r#"{{"involvedObject":{{"uid":"{uid}"}}}}"#)]).ok();
+    c.kubectl(&[
+        "patch",
+        "event",
+        "web.1",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"involvedObject":{{"uid":"{uid}"}}}}"#),
+    ])
+    .ok();
     let described = c.kubectl(&["describe", "deployment", "web"]).ok();
     assert!(described.contains("Scaled up replica set web-abc to 3"), "{described}");
     assert!(described.contains("StrategyType:           RollingUpdate"), "{described}");

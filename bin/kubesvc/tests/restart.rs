@@ -8,7 +8,10 @@ use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 fn svc(name: &str) -> Service {
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"n": name}}, "spec": {"ports": [{"port": 80}]}})).unwrap()
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"n": name}}, "spec": {"ports": [{"port": 80}]}}),
+    )
+    .unwrap()
 }
 
 /// (name, uid, resourceVersion) of every service in default, sorted.
@@ -47,7 +50,13 @@ fn objects_and_resource_versions_survive_restart_and_kill() {
         let api: Api<Service> = Api::default_namespaced(c.client().await.unwrap());
         let mut last = String::new();
         for i in 50..80 {
-            last = api.create(&PostParams::default(), &svc(&format!("s{i:02}"))).await.unwrap().metadata.resource_version.unwrap();
+            last = api
+                .create(&PostParams::default(), &svc(&format!("s{i:02}")))
+                .await
+                .unwrap()
+                .metadata
+                .resource_version
+                .unwrap();
         }
         last
     });

@@ -4,14 +4,14 @@
 //! [`validation`]), selectors ([`selector`]), patches ([`patch`]) and
 //! server-side printing ([`printers`]).
 
-pub mod quantity;
-pub mod schema;
-pub mod time;
+pub mod kinds;
 pub mod meta;
+pub mod patch;
+pub mod printers;
+pub mod quantity;
+pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod status;
+pub mod time;
 pub mod validation;
-pub mod kinds;
-pub mod printers;
-pub mod resources;
-pub mod patch;

@@ -46,7 +46,8 @@ pub const MAX_JSON_PATCH_OPS: usize = 10_000;
 pub fn apply(ty: PatchType, original: &Value, body: &[u8], def: &'static Def) -> Result<Value, PatchError> {
     match ty {
         PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_slice(body).map_err(|e| PatchError::BadRequest(e.to_string()))?;
+            let ops: json_patch::Patch =
+                serde_json::from_slice(body).map_err(|e| PatchError::BadRequest(e.to_string()))?;
             if ops.0.len() > MAX_JSON_PATCH_OPS {
                 return Err(PatchError::BadRequest(format!(
                     "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPS}, got {}",
@@ -58,7 +59,8 @@ pub fn apply(ty: PatchType, original: &Value, body: &[u8], def: &'static Def) ->
             Ok(doc)
         }
         PatchType::Merge => {
-            let patch: Value = serde_json::from_slice(body).map_err(|_| PatchError::BadRequest("Invalid JSON Patch".into()))?;
+            let patch: Value =
+                serde_json::from_slice(body).map_err(|_| PatchError::BadRequest("Invalid JSON Patch".into()))?;
             let mut doc = original.clone();
             json_patch::merge(&mut doc, &patch);
             Ok(doc)
@@ -92,9 +94,10 @@ fn strategy(def: &Def, field: &str) -> Option<ListStrategy> {
         ("ObjectMeta", "finalizers") => primitive,
         ("ObjectMeta", "ownerReferences") => merge("uid"),
         ("PodSpec", "volumes" | "resourceClaims") => Some(ListStrategy { merge_key: Some("name"), retain_keys: true }),
-        ("PodSpec", "containers" | "initContainers" | "ephemeralContainers" | "imagePullSecrets" | "schedulingGates") => {
-            merge("name")
-        }
+        (
+            "PodSpec",
+            "containers" | "initContainers" | "ephemeralContainers" | "imagePullSecrets" | "schedulingGates",
+        ) => merge("name"),
         ("PodSpec", "hostAliases") => merge("ip"),
         ("PodSpec", "topologySpreadConstraints") => merge("topologyKey"),
         ("Container" | "EphemeralContainer", "ports") => merge("containerPort"),
@@ -107,9 +110,10 @@ fn strategy(def: &Def, field: &str) -> Option<ListStrategy> {
         ("ContainerStatus", "volumeMounts") => merge("mountPath"),
         ("ContainerStatus", "allocatedResourcesStatus") => merge("name"),
         ("ServiceSpec", "ports") => merge("port"),
-        ("ServiceStatus" | "NodeStatus" | "NamespaceStatus" | "DeploymentStatus" | "ReplicaSetStatus", "conditions") => {
-            merge("type")
-        }
+        (
+            "ServiceStatus" | "NodeStatus" | "NamespaceStatus" | "DeploymentStatus" | "ReplicaSetStatus",
+            "conditions",
+        ) => merge("type"),
         ("NodeSpec", "podCIDRs") => primitive,
         ("NodeStatus", "addresses") => merge("type"),
         _ => None,
@@ -134,12 +138,18 @@ const RETAIN_KEYS: &str = "$retainKeys";
 const DELETE_FROM_PRIMITIVE: &str = "$deleteFromPrimitiveList/";
 const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
 
-fn merge_map(mut original: Map<String, Value>, mut patch: Map<String, Value>, def: Option<&'static Def>) -> Result<Map<String, Value>, PatchError> {
+fn merge_map(
+    mut original: Map<String, Value>,
+    mut patch: Map<String, Value>,
+    def: Option<&'static Def>,
+) -> Result<Map<String, Value>, PatchError> {
     if let Some(d) = patch.remove(DIRECTIVE) {
         match d.as_str() {
             Some("replace") => return strip_directives(patch, def),
             Some("delete") => return Ok(Map::new()),
-            _ => return Err(PatchError::Internal(format!("unknown patch type: {d} in map: {}", Value::Object(patch)))),
+            _ => {
+                return Err(PatchError::Internal(format!("unknown patch type: {d} in map: {}", Value::Object(patch))));
+            }
         }
     }
     if let Some(retain) = patch.remove(RETAIN_KEYS) {
@@ -266,14 +276,20 @@ fn merge_list(
                 out.retain(|o| o.get(key) != Some(&kv));
                 continue;
             }
-            Some("merge") => return Err(PatchError::Internal("merging lists cannot yet be specified in the patch".into())),
-            Some(other) => return Err(PatchError::Internal(format!("unknown patch type: {other} in map: {}", Value::Object(pm)))),
+            Some("merge") => {
+                return Err(PatchError::Internal("merging lists cannot yet be specified in the patch".into()));
+            }
+            Some(other) => {
+                return Err(PatchError::Internal(format!("unknown patch type: {other} in map: {}", Value::Object(pm))));
+            }
             None => {}
         }
         let kv = merge_key_value(&Value::Object(pm.clone()), key)?.clone();
         match out.iter_mut().find(|o| o.get(key) == Some(&kv)) {
             Some(existing) => {
-                let Value::Object(em) = std::mem::take(existing) else { unreachable!("list elements with a merge key are objects") };
+                let Value::Object(em) = std::mem::take(existing) else {
+                    unreachable!("list elements with a merge key are objects")
+                };
                 *existing = Value::Object(merge_map(em, pm, elem_def)?);
             }
             None => {
@@ -339,11 +355,20 @@ mod tests {
     #[test]
     fn merges_lists_by_key() {
         let orig = json!({"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]}});
-        let out = smp(orig.clone(), json!({"spec": {"containers": [{"name": "b", "image": "y:2"}, {"name": "c", "image": "z"}]}}), POD).unwrap();
-        assert_eq!(out["spec"]["containers"], json!([{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:2"}, {"name": "c", "image": "z"}]));
+        let out = smp(
+            orig.clone(),
+            json!({"spec": {"containers": [{"name": "b", "image": "y:2"}, {"name": "c", "image": "z"}]}}),
+            POD,
+        )
+        .unwrap();
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:2"}, {"name": "c", "image": "z"}])
+        );
         let out = smp(orig.clone(), json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}), POD).unwrap();
         assert_eq!(out["spec"]["containers"], json!([{"name": "b", "image": "y:1"}]));
-        let out = smp(orig, json!({"spec": {"containers": [{"name": "n", "image": "q"}, {"$patch": "replace"}]}}), POD).unwrap();
+        let out = smp(orig, json!({"spec": {"containers": [{"name": "n", "image": "q"}, {"$patch": "replace"}]}}), POD)
+            .unwrap();
         assert_eq!(out["spec"]["containers"], json!([{"name": "n", "image": "q"}]));
     }
 
@@ -368,7 +393,8 @@ mod tests {
         assert_eq!(out["spec"]["externalIPs"], json!(["2.2.2.2"]), "lists without a strategy are replaced");
         let out = smp(orig.clone(), json!({"metadata": {"finalizers": ["c/z", "a/x"]}}), SVC).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["a/x", "b/y", "c/z"]), "primitive merge lists are a union");
-        let out = smp(orig.clone(), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a/x"]}}), SVC).unwrap();
+        let out =
+            smp(orig.clone(), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a/x"]}}), SVC).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["b/y"]));
         let out = smp(orig, json!({"spec": {"$patch": "replace", "type": "NodePort"}}), SVC).unwrap();
         assert_eq!(out["spec"], json!({"type": "NodePort"}));
@@ -378,9 +404,15 @@ mod tests {
     fn retain_keys_and_errors() {
         let dep = "io.k8s.api.apps.v1.Deployment";
         let orig = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
-        let out = smp(orig.clone(), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}), dep).unwrap();
+        let out = smp(orig.clone(), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}), dep)
+            .unwrap();
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
-        let err = smp(json!({"spec": {"containers": [{"name": "a"}]}}), json!({"spec": {"containers": [{"image": "x"}]}}), POD).unwrap_err();
+        let err = smp(
+            json!({"spec": {"containers": [{"name": "a"}]}}),
+            json!({"spec": {"containers": [{"image": "x"}]}}),
+            POD,
+        )
+        .unwrap_err();
         assert!(matches!(err, PatchError::Internal(m) if m.contains("does not contain declared merge key: name")));
         assert!(matches!(
             apply(PatchType::Strategic, &orig, b"{not json", def(dep).unwrap()),
@@ -393,7 +425,8 @@ mod tests {
         let orig = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}});
         let patch = json!({"spec": {"$setElementOrder/containers": [{"name": "c"}, {"name": "a"}], "containers": [{"name": "c", "image": "new"}]}});
         let out = smp(orig, patch, POD).unwrap();
-        let names: Vec<&str> = out["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            out["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, vec!["b", "c", "a"], "server-only b keeps its place before the reordered ones");
     }
 
@@ -401,7 +434,8 @@ mod tests {
     fn json_and_merge_patches() {
         let orig = json!({"metadata": {"labels": {"a": "1"}}});
         let d = def(SVC).unwrap();
-        let out = apply(PatchType::Json, &orig, br#"[{"op":"add","path":"/metadata/labels/b","value":"2"}]"#, d).unwrap();
+        let out =
+            apply(PatchType::Json, &orig, br#"[{"op":"add","path":"/metadata/labels/b","value":"2"}]"#, d).unwrap();
         assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
         assert!(matches!(
             apply(PatchType::Json, &orig, br#"[{"op":"test","path":"/metadata/labels/a","value":"9"}]"#, d),

@@ -69,84 +69,132 @@ pub struct Row {
 impl Printer {
     pub fn columns(self) -> &'static [Column] {
         match self {
-            Printer::Pod => const { &[
-                NAME,
-                col("Ready", 0, "The aggregate readiness state of this pod for accepting traffic."),
-                col("Status", 0, "The aggregate status of the containers in this pod."),
-                col("Restarts", 0, "How many times the pod's containers restarted, and when the last restart was."),
-                AGE,
-                col("IP", 1, "The pod's IP address (status.podIP)."),
-                col("Node", 1, "The node the pod is scheduled on (spec.nodeName)."),
-                col("Nominated Node", 1, "The node preemption nominated for the pod (status.nominatedNodeName)."),
-                col("Readiness Gates", 1, "How many of the pod's readiness gates are true."),
-            ] },
-            Printer::Service => const { &[
-                NAME,
-                col("Type", 0, "How the service is exposed (spec.type)."),
-                col("Cluster-IP", 0, "The service's virtual IP (spec.clusterIP)."),
-                col("External-IP", 0, "Addresses outside the cluster that reach the service."),
-                col("Port(s)", 0, "The ports the service exposes (spec.ports)."),
-                AGE,
-                col("Selector", 1, "The labels of the pods the service routes to (spec.selector)."),
-            ] },
-            Printer::Endpoints => const { &[NAME, col("Endpoints", 0, "Ready addresses and ports of the endpoints."), AGE] },
-            Printer::EndpointSlice => const { &[
-                NAME,
-                col("AddressType", 0, "The type of the addresses in this slice (IPv4, IPv6 or FQDN)."),
-                col("Ports", 0, "The ports every endpoint in this slice exposes."),
-                col("Endpoints", 0, "The addresses of the endpoints in this slice."),
-                AGE,
-            ] },
-            Printer::Deployment => const { &[
-                NAME,
-                col("Ready", 0, "Ready pods over desired pods."),
-                col("Up-to-date", 0, "Pods that run the current template (status.updatedReplicas)."),
-                col("Available", 0, "Pods available to serve (status.availableReplicas)."),
-                AGE,
-                CONTAINERS,
-                IMAGES,
-                col("Selector", 1, "The label selector of the deployment's pods."),
-            ] },
-            Printer::ReplicaSet => const { &[
-                NAME,
-                int_col("Desired", "The desired number of pods (spec.replicas)."),
-                int_col("Current", "The number of non-terminating pods (status.replicas)."),
-                int_col("Ready", "The number of ready pods (status.readyReplicas)."),
-                AGE,
-                CONTAINERS,
-                IMAGES,
-                col("Selector", 1, "The label selector of the replica set's pods."),
-            ] },
-            Printer::Node => const { &[
-                NAME,
-                col("Status", 0, "The status of the node"),
-                col("Roles", 0, "The roles of the node"),
-                AGE,
-                col("Version", 0, "Kubelet version reported by the node."),
-                col("Internal-IP", 1, "The node's first InternalIP address."),
-                col("External-IP", 1, "The node's first ExternalIP address."),
-                col("OS-Image", 1, "Operating system image reported by the node."),
-                col("Kernel-Version", 1, "Kernel version reported by the node."),
-                col("Container-Runtime", 1, "Container runtime version reported by the node."),
-            ] },
+            Printer::Pod => {
+                const {
+                    &[
+                        NAME,
+                        col("Ready", 0, "The aggregate readiness state of this pod for accepting traffic."),
+                        col("Status", 0, "The aggregate status of the containers in this pod."),
+                        col(
+                            "Restarts",
+                            0,
+                            "How many times the pod's containers restarted, and when the last restart was.",
+                        ),
+                        AGE,
+                        col("IP", 1, "The pod's IP address (status.podIP)."),
+                        col("Node", 1, "The node the pod is scheduled on (spec.nodeName)."),
+                        col(
+                            "Nominated Node",
+                            1,
+                            "The node preemption nominated for the pod (status.nominatedNodeName).",
+                        ),
+                        col("Readiness Gates", 1, "How many of the pod's readiness gates are true."),
+                    ]
+                }
+            }
+            Printer::Service => {
+                const {
+                    &[
+                        NAME,
+                        col("Type", 0, "How the service is exposed (spec.type)."),
+                        col("Cluster-IP", 0, "The service's virtual IP (spec.clusterIP)."),
+                        col("External-IP", 0, "Addresses outside the cluster that reach the service."),
+                        col("Port(s)", 0, "The ports the service exposes (spec.ports)."),
+                        AGE,
+                        col("Selector", 1, "The labels of the pods the service routes to (spec.selector)."),
+                    ]
+                }
+            }
+            Printer::Endpoints => {
+                const { &[NAME, col("Endpoints", 0, "Ready addresses and ports of the endpoints."), AGE] }
+            }
+            Printer::EndpointSlice => {
+                const {
+                    &[
+                        NAME,
+                        col("AddressType", 0, "The type of the addresses in this slice (IPv4, IPv6 or FQDN)."),
+                        col("Ports", 0, "The ports every endpoint in this slice exposes."),
+                        col("Endpoints", 0, "The addresses of the endpoints in this slice."),
+                        AGE,
+                    ]
+                }
+            }
+            Printer::Deployment => {
+                const {
+                    &[
+                        NAME,
+                        col("Ready", 0, "Ready pods over desired pods."),
+                        col("Up-to-date", 0, "Pods that run the current template (status.updatedReplicas)."),
+                        col("Available", 0, "Pods available to serve (status.availableReplicas)."),
+                        AGE,
+                        CONTAINERS,
+                        IMAGES,
+                        col("Selector", 1, "The label selector of the deployment's pods."),
+                    ]
+                }
+            }
+            Printer::ReplicaSet => {
+                const {
+                    &[
+                        NAME,
+                        int_col("Desired", "The desired number of pods (spec.replicas)."),
+                        int_col("Current", "The number of non-terminating pods (status.replicas)."),
+                        int_col("Ready", "The number of ready pods (status.readyReplicas)."),
+                        AGE,
+                        CONTAINERS,
+                        IMAGES,
+                        col("Selector", 1, "The label selector of the replica set's pods."),
+                    ]
+                }
+            }
+            Printer::Node => {
+                const {
+                    &[
+                        NAME,
+                        col("Status", 0, "The status of the node"),
+                        col("Roles", 0, "The roles of the node"),
+                        AGE,
+                        col("Version", 0, "Kubelet version reported by the node."),
+                        col("Internal-IP", 1, "The node's first InternalIP address."),
+                        col("External-IP", 1, "The node's first ExternalIP address."),
+                        col("OS-Image", 1, "Operating system image reported by the node."),
+                        col("Kernel-Version", 1, "Kernel version reported by the node."),
+                        col("Container-Runtime", 1, "Container runtime version reported by the node."),
+                    ]
+                }
+            }
             Printer::Namespace => const { &[NAME, col("Status", 0, "The status of the namespace"), AGE] },
-            Printer::Event => const { &[
-                col("Last Seen", 0, "When the event was last observed."),
-                col("Type", 0, "Type of this event (Normal, Warning)."),
-                col("Reason", 0, "A short, machine understandable reason for the event."),
-                col("Object", 0, "The object the event is about."),
-                col("Subobject", 1, "The part of the object the event is about."),
-                col("Source", 1, "The component that reported the event."),
-                col("Message", 0, "A human-readable description of the event."),
-                col("First Seen", 1, "When the event was first observed."),
-                col("Count", 1, "How many times the event has occurred."),
-                Column { priority: 1, ..NAME },
-            ] },
+            Printer::Event => {
+                const {
+                    &[
+                        col("Last Seen", 0, "When the event was last observed."),
+                        col("Type", 0, "Type of this event (Normal, Warning)."),
+                        col("Reason", 0, "A short, machine understandable reason for the event."),
+                        col("Object", 0, "The object the event is about."),
+                        col("Subobject", 1, "The part of the object the event is about."),
+                        col("Source", 1, "The component that reported the event."),
+                        col("Message", 0, "A human-readable description of the event."),
+                        col("First Seen", 1, "When the event was first observed."),
+                        col("Count", 1, "How many times the event has occurred."),
+                        Column { priority: 1, ..NAME },
+                    ]
+                }
+            }
             Printer::Lease => const { &[NAME, col("Holder", 0, "The identity of the lease's holder."), AGE] },
-            Printer::Default => const { &[
-                NAME,
-                Column { name: "Created At", ty: "date", format: "", priority: 0, description: AGE.description },
-            ] },
+            Printer::Default => {
+                const {
+                    &[
+                        NAME,
+                        Column {
+                            name: "Created At",
+                            ty: "date",
+                            format: "",
+                            priority: 0,
+                            description: AGE.description,
+                        },
+                    ]
+                }
+            }
         }
     }
 
@@ -207,10 +255,8 @@ impl Printer {
             Printer::Event => event_row(obj, now),
             Printer::Lease => plain(vec![name, json!(s(obj, &["spec", "holderIdentity"])), age]),
             Printer::Default => {
-                let created = meta::meta(obj)
-                    .get("creationTimestamp")
-                    .and_then(Value::as_str)
-                    .unwrap_or("0001-01-01T00:00:00Z");
+                let created =
+                    meta::meta(obj).get("creationTimestamp").and_then(Value::as_str).unwrap_or("0001-01-01T00:00:00Z");
                 plain(vec![name, json!(created)])
             }
         }
@@ -359,10 +405,15 @@ fn slice_cells(obj: &Value) -> (String, String) {
             _ => "*".into(),
         })
         .collect();
-    let addresses: Vec<String> =
-        arr(obj, &["endpoints"]).iter().flat_map(|e| arr(e, &["addresses"]).iter().map(|a| a.as_str().unwrap_or_default().to_string())).collect();
+    let addresses: Vec<String> = arr(obj, &["endpoints"])
+        .iter()
+        .flat_map(|e| arr(e, &["addresses"]).iter().map(|a| a.as_str().unwrap_or_default().to_string()))
+        .collect();
     let shown: Vec<String> = addresses.iter().take(3).cloned().collect();
-    (list_with_more(&port_items, ports.len(), ports.len() > 3), list_with_more(&shown, addresses.len(), addresses.len() > 3))
+    (
+        list_with_more(&port_items, ports.len(), ports.len() > 3),
+        list_with_more(&shown, addresses.len(), addresses.len() > 3),
+    )
 }
 
 fn service_cluster_ip(obj: &Value) -> String {
@@ -522,12 +573,15 @@ fn pod_row(obj: &Value, now: Timestamp) -> Row {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let status = obj.get("status").unwrap_or(&Value::Null);
     let init_specs = arr(spec, &["initContainers"]);
-    let is_sidecar = |name: &str| init_specs.iter().any(|c| s(c, &["name"]) == name && s(c, &["restartPolicy"]) == "Always");
+    let is_sidecar =
+        |name: &str| init_specs.iter().any(|c| s(c, &["name"]) == name && s(c, &["restartPolicy"]) == "Always");
     let sidecars = init_specs.iter().filter(|c| s(c, &["restartPolicy"]) == "Always").count();
     let total = arr(spec, &["containers"]).len() + sidecars;
     let (mut restarts, mut sidecar_restarts, mut ready) = (0i64, 0i64, 0usize);
     let (mut last_restart, mut last_sidecar_restart): (Option<Timestamp>, Option<Timestamp>) = (None, None);
-    let finished_at = |cs: &Value| meta::get(cs, &["lastState", "terminated", "finishedAt"]).and_then(Value::as_str).and_then(crate::time::parse);
+    let finished_at = |cs: &Value| {
+        meta::get(cs, &["lastState", "terminated", "finishedAt"]).and_then(Value::as_str).and_then(crate::time::parse)
+    };
     let later = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, y) => x.or(y),
@@ -647,8 +701,12 @@ fn pod_row(obj: &Value, now: Timestamp) -> Row {
         format!("{t}/{}", gates.len())
     };
     let row_conditions = match phase {
-        "Succeeded" => Some(json!([{"type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully."}])),
-        "Failed" => Some(json!([{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}])),
+        "Succeeded" => Some(
+            json!([{"type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully."}]),
+        ),
+        "Failed" => {
+            Some(json!([{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]))
+        }
         _ => None,
     };
     Row {
@@ -709,7 +767,18 @@ mod tests {
         let svc = json!({"metadata": {"name": "web", "creationTimestamp": "2024-05-10T11:55:00Z"},
             "spec": {"type": "NodePort", "clusterIP": "10.96.0.20", "selector": {"b": "2", "a": "1"},
                      "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}});
-        assert_eq!(row(svc), vec![json!("web"), json!("NodePort"), json!("10.96.0.20"), json!("<none>"), json!("80:30080/TCP,53/UDP"), json!("5m"), json!("a=1,b=2")]);
+        assert_eq!(
+            row(svc),
+            vec![
+                json!("web"),
+                json!("NodePort"),
+                json!("10.96.0.20"),
+                json!("<none>"),
+                json!("80:30080/TCP,53/UDP"),
+                json!("5m"),
+                json!("a=1,b=2")
+            ]
+        );
         let lb = json!({"spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.21"}});
         assert_eq!(row(lb)[3], "<pending>");
         let ext = json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}});
@@ -737,7 +806,17 @@ mod tests {
                  "lastState": {"terminated": {"finishedAt": "2024-05-10T11:57:00Z"}}},
                 {"name": "b", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
         let cells = Printer::Pod.row(&pod, now()).cells;
-        assert_eq!(cells[1..7], [json!("1/2"), json!("CrashLoopBackOff"), json!("2 (3m ago)"), json!("60m"), json!("10.1.0.5"), json!("n1")]);
+        assert_eq!(
+            cells[1..7],
+            [
+                json!("1/2"),
+                json!("CrashLoopBackOff"),
+                json!("2 (3m ago)"),
+                json!("60m"),
+                json!("10.1.0.5"),
+                json!("n1")
+            ]
+        );
         let pending = json!({"metadata": {"name": "q", "deletionTimestamp": "2024-05-10T12:00:00Z"}, "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
         assert_eq!(Printer::Pod.row(&pending, now()).cells[2], "Terminating");
     }
@@ -758,6 +837,20 @@ mod tests {
             "involvedObject": {"kind": "Pod", "name": "p"}, "source": {"component": "default-scheduler"},
             "lastTimestamp": "2024-05-10T11:59:00Z"});
         let cells = Printer::Event.row(&e, now()).cells;
-        assert_eq!(cells, vec![json!("60s"), json!("Normal"), json!("Scheduled"), json!("pod/p"), json!(""), json!("default-scheduler"), json!("hi"), json!("<unknown>"), json!(1), json!("e1")]);
+        assert_eq!(
+            cells,
+            vec![
+                json!("60s"),
+                json!("Normal"),
+                json!("Scheduled"),
+                json!("pod/p"),
+                json!(""),
+                json!("default-scheduler"),
+                json!("hi"),
+                json!("<unknown>"),
+                json!(1),
+                json!("e1")
+            ]
+        );
     }
 }

@@ -81,7 +81,6 @@ mod tests {
         assert_eq!(milli_value("bad"), None);
     }
 
-
     #[test]
     fn syntax() {
         for ok in ["0", "100m", "1.5Gi", "2e3", "-1", "+3", ".5", "5.", "1E-2", "128974848"] {

@@ -50,14 +50,23 @@ impl Requirement {
                 errs.push("values: Invalid value: []: for 'in', 'notin' operators, values set can't be empty".into());
             }
             Op::Equals | Op::DoubleEquals | Op::NotEquals if values.len() != 1 => {
-                errs.push(format!("values: Invalid value: {}: exact-match compatibility requires one single value", show(&values)));
+                errs.push(format!(
+                    "values: Invalid value: {}: exact-match compatibility requires one single value",
+                    show(&values)
+                ));
             }
             Op::Exists | Op::DoesNotExist if !values.is_empty() => {
-                errs.push(format!("values: Invalid value: {}: values set must be empty for exists and does not exist", show(&values)));
+                errs.push(format!(
+                    "values: Invalid value: {}: values set must be empty for exists and does not exist",
+                    show(&values)
+                ));
             }
             Op::GreaterThan | Op::LessThan => {
                 if values.len() != 1 {
-                    errs.push(format!("values: Invalid value: {}: for 'Gt', 'Lt' operators, exactly one value is required", show(&values)));
+                    errs.push(format!(
+                        "values: Invalid value: {}: for 'Gt', 'Lt' operators, exactly one value is required",
+                        show(&values)
+                    ));
                 }
                 for (i, v) in values.iter().enumerate() {
                     if v.parse::<i64>().is_err() {
@@ -91,8 +100,10 @@ impl Requirement {
             Op::Equals | Op::DoubleEquals | Op::In => value.is_some_and(|v| self.values.iter().any(|x| x == v)),
             Op::NotEquals | Op::NotIn => value.is_none_or(|v| !self.values.iter().any(|x| x == v)),
             Op::GreaterThan | Op::LessThan => {
-                let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), self.values.first().and_then(|b| b.parse::<i64>().ok()))
-                else {
+                let (Some(v), Some(bound)) = (
+                    value.and_then(|v| v.parse::<i64>().ok()),
+                    self.values.first().and_then(|b| b.parse::<i64>().ok()),
+                ) else {
                     return false;
                 };
                 if self.op == Op::GreaterThan { v > bound } else { v < bound }
@@ -163,8 +174,13 @@ impl LabelSelector {
         }
         for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
             let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-            let values: Vec<String> =
-                e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+            let values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
             let op = match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
                 "In" => Op::In,
                 "NotIn" => Op::NotIn,
@@ -182,7 +198,11 @@ impl LabelSelector {
     pub fn from_map(labels: &Map<String, Value>) -> LabelSelector {
         let mut reqs: Vec<Requirement> = labels
             .iter()
-            .map(|(k, v)| Requirement { key: k.clone(), op: Op::Equals, values: vec![v.as_str().unwrap_or_default().into()] })
+            .map(|(k, v)| Requirement {
+                key: k.clone(),
+                op: Op::Equals,
+                values: vec![v.as_str().unwrap_or_default().into()],
+            })
             .collect();
         reqs.sort_by(|a, b| a.key.cmp(&b.key));
         LabelSelector { requirements: reqs, matches_nothing: false }
@@ -313,13 +333,19 @@ impl Parser {
                         Tok::End => return Ok(reqs),
                         Tok::Comma => match self.peek(true) {
                             Tok::Ident(_) | Tok::Bang => {}
-                            t => return Err(format!("found '{}', expected: identifier after ','", t.literal())),
+                            t => {
+                                return Err(format!("found '{}', expected: identifier after ','", t.literal()));
+                            }
                         },
-                        t => return Err(format!("found '{}', expected: ',' or 'end of string'", t.literal())),
+                        t => {
+                            return Err(format!("found '{}', expected: ',' or 'end of string'", t.literal()));
+                        }
                     }
                 }
                 Tok::End => return Ok(reqs),
-                t => return Err(format!("found '{}', expected: !, identifier, or 'end of string'", t.literal())),
+                t => {
+                    return Err(format!("found '{}', expected: !, identifier, or 'end of string'", t.literal()));
+                }
             }
         }
     }
@@ -352,7 +378,9 @@ impl Parser {
             Tok::NotEquals => Op::NotEquals,
             Tok::Gt => Op::GreaterThan,
             Tok::Lt => Op::LessThan,
-            t => return Err(format!("found '{}', expected: in, notin, =, ==, !=, gt, lt", t.literal())),
+            t => {
+                return Err(format!("found '{}', expected: in, notin, =, ==, !=, gt, lt", t.literal()));
+            }
         };
         let values = match op {
             Op::In | Op::NotIn => self.set_values()?,
@@ -411,7 +439,9 @@ impl Parser {
                         _ => {}
                     }
                 }
-                t => return Err(format!("found '{}', expected: ',', or identifier", t.literal())),
+                t => {
+                    return Err(format!("found '{}', expected: ',', or identifier", t.literal()));
+                }
             }
         }
     }
@@ -573,7 +603,10 @@ mod tests {
             ("app in (a b)", "unable to parse requirement: found 'b', expected: ',' or ')'"),
             ("app=a)", "found ')', expected: ',' or 'end of string'"),
             ("app in ()", ""),
-            ("n>x", "unable to parse requirement: values[0]: Invalid value: \"x\": for 'Gt', 'Lt' operators, the value must be an integer"),
+            (
+                "n>x",
+                "unable to parse requirement: values[0]: Invalid value: \"x\": for 'Gt', 'Lt' operators, the value must be an integer",
+            ),
         ];
         for (s, want) in cases {
             match LabelSelector::parse(s) {
@@ -583,7 +616,10 @@ mod tests {
             }
         }
         let e = LabelSelector::parse("-bad=x").unwrap_err();
-        assert!(e.starts_with("unable to parse requirement: <nil>: Invalid value: \"-bad\": name part must consist of"), "{e}");
+        assert!(
+            e.starts_with("unable to parse requirement: <nil>: Invalid value: \"-bad\": name part must consist of"),
+            "{e}"
+        );
         let e = LabelSelector::parse("app=bad!x").unwrap_err();
         assert!(e.contains("found '!'"), "{e}");
     }
@@ -610,7 +646,10 @@ mod tests {
         };
         assert!(f.matches(get));
         assert!(FieldSelector::parse("status.phase==Running").unwrap().terms[0].value == "Running");
-        assert_eq!(FieldSelector::parse("nonsense").unwrap_err(), "invalid selector: 'nonsense'; can't understand 'nonsense'");
+        assert_eq!(
+            FieldSelector::parse("nonsense").unwrap_err(),
+            "invalid selector: 'nonsense'; can't understand 'nonsense'"
+        );
         assert!(FieldSelector::parse("a=b=c").is_err());
     }
 }

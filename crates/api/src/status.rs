@@ -56,13 +56,13 @@ pub struct StatusError {
     /// Empty for errors Kubernetes reports without a reason (plain 500s).
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Details>,
+    pub details: Option<Box<Details>>,
     /// `metadata.continue` of the Status, set on an expired continue token.
     pub continue_token: Option<String>,
 }
 
-fn details(name: &str, group: &str, kind: &str) -> Option<Details> {
-    Some(Details { name: name.into(), group: group.into(), kind: kind.into(), ..Default::default() })
+fn details(name: &str, group: &str, kind: &str) -> Option<Box<Details>> {
+    Some(Box::new(Details { name: name.into(), group: group.into(), kind: kind.into(), ..Default::default() }))
 }
 
 impl StatusError {
@@ -79,7 +79,10 @@ impl StatusError {
 
     /// A path inside a served group version that names nothing.
     pub fn no_such_resource() -> Self {
-        StatusError { details: Some(Details::default()), ..Self::new(404, "NotFound", "the server could not find the requested resource") }
+        StatusError {
+            details: Some(Box::default()),
+            ..Self::new(404, "NotFound", "the server could not find the requested resource")
+        }
     }
 
     pub fn already_exists(gr: GroupResource, name: &str) -> Self {
@@ -125,7 +128,13 @@ impl StatusError {
             .map(|e| Cause { reason: e.ty.reason().into(), message: e.body(), field: e.field.clone() })
             .collect();
         StatusError {
-            details: Some(Details { name: name.into(), group: gk.group.into(), kind: gk.kind.into(), causes, ..Default::default() }),
+            details: Some(Box::new(Details {
+                name: name.into(),
+                group: gk.group.into(),
+                kind: gk.kind.into(),
+                causes,
+                ..Default::default()
+            })),
             ..Self::new(422, "Invalid", message)
         }
     }
@@ -140,7 +149,7 @@ impl StatusError {
 
     pub fn method_not_allowed() -> Self {
         StatusError {
-            details: Some(Details::default()),
+            details: Some(Box::default()),
             ..Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         }
     }
@@ -148,7 +157,11 @@ impl StatusError {
     pub fn not_supported(action: &str, gr: GroupResource) -> Self {
         StatusError {
             details: details("", gr.group, gr.resource),
-            ..Self::new(405, "MethodNotAllowed", format!("{action} is not supported on resources of kind {:?}", gr.to_string()))
+            ..Self::new(
+                405,
+                "MethodNotAllowed",
+                format!("{action} is not supported on resources of kind {:?}", gr.to_string()),
+            )
         }
     }
 
@@ -170,10 +183,10 @@ impl StatusError {
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
         StatusError {
-            details: Some(Details {
+            details: Some(Box::new(Details {
                 causes: vec![Cause { message: message.to_string(), ..Default::default() }],
                 ..Default::default()
-            }),
+            })),
             ..Self::new(500, "InternalError", format!("Internal error occurred: {message}"))
         }
     }
@@ -185,7 +198,7 @@ impl StatusError {
 
     pub fn timeout(message: impl Into<String>, retry_after: i32) -> Self {
         StatusError {
-            details: Some(Details { retry_after_seconds: retry_after, ..Default::default() }),
+            details: Some(Box::new(Details { retry_after_seconds: retry_after, ..Default::default() })),
             ..Self::new(504, "Timeout", format!("Timeout: {}", message.into()))
         }
     }
@@ -196,7 +209,8 @@ impl StatusError {
 
     /// The `Status` object, field for field as kube-apiserver writes it.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message});
+        let mut v =
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message});
         if let Some(token) = &self.continue_token {
             v["metadata"]["continue"] = json!(token);
         }
@@ -246,7 +260,13 @@ fn details_json(d: &Details) -> Value {
 
 /// The body of a successful delete of a kind that does not return the object.
 pub fn delete_success(gr: GroupResource, name: &str, uid: &str) -> Value {
-    let d = Details { name: name.into(), group: gr.group.into(), kind: gr.resource.into(), uid: uid.into(), ..Default::default() };
+    let d = Details {
+        name: name.into(),
+        group: gr.group.into(),
+        kind: gr.resource.into(),
+        uid: uid.into(),
+        ..Default::default()
+    };
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details_json(&d)})
 }
 

@@ -20,7 +20,8 @@ pub fn format(ts: Timestamp) -> String {
 
 /// `2006-01-02T15:04:05.000000Z`, truncated to the microsecond.
 pub fn format_micro(ts: Timestamp) -> String {
-    let micros = ts.round(jiff::TimestampRound::new().smallest(Unit::Microsecond).mode(jiff::RoundMode::Trunc)).unwrap_or(ts);
+    let micros =
+        ts.round(jiff::TimestampRound::new().smallest(Unit::Microsecond).mode(jiff::RoundMode::Trunc)).unwrap_or(ts);
     micros.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 

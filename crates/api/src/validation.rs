@@ -163,10 +163,8 @@ impl FieldError {
     /// The message without the field, as in a Status cause.
     pub fn body(&self) -> String {
         let mut s = self.ty.text().to_string();
-        let show_value = !matches!(
-            self.ty,
-            ErrorType::Required | ErrorType::Forbidden | ErrorType::TooLong | ErrorType::Internal
-        );
+        let show_value =
+            !matches!(self.ty, ErrorType::Required | ErrorType::Forbidden | ErrorType::TooLong | ErrorType::Internal);
         if show_value {
             match &self.value {
                 BadValue::Omitted => {}
@@ -254,7 +252,8 @@ const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist
 const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
-const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_MSG: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
@@ -371,7 +370,10 @@ pub fn is_qualified_name(s: &str) -> Vec<String> {
         errs.push(format!("name part {}", max_len_error(63)));
     }
     if !matches_qualified_name_part(name) {
-        errs.push(format!("name part {}", regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])));
+        errs.push(format!(
+            "name part {}",
+            regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+        ));
     }
     errs
 }
@@ -433,10 +435,8 @@ fn mask_trailing_dash(name: &str) -> String {
 /// Names must be usable as one URL path segment.
 pub fn path_segment_errors(name: &str, prefix: bool) -> Vec<String> {
     let mut errs = Vec::new();
-    if !prefix {
-        if name == "." || name == ".." {
-            errs.push(format!("may not be '{name}'"));
-        }
+    if !prefix && (name == "." || name == "..") {
+        errs.push(format!("may not be '{name}'"));
     }
     for c in ["/", "%"] {
         if name.contains(c) {
@@ -490,7 +490,11 @@ fn validate_owner_references(refs: &[Value], field: &str) -> ErrorList {
         if api_version.is_empty() {
             errs.push(FieldError::required(format!("{path}.apiVersion"), "must not be empty"));
         } else if api_version.split('/').count() > 2 || api_version.ends_with('/') || api_version.starts_with('/') {
-            errs.push(FieldError::invalid(format!("{path}.apiVersion"), api_version.as_str(), "must be <group>/<version> or <version>"));
+            errs.push(FieldError::invalid(
+                format!("{path}.apiVersion"),
+                api_version.as_str(),
+                "must be <group>/<version> or <version>",
+            ));
         }
         for k in ["kind", "name", "uid"] {
             if s(k).is_empty() {
@@ -498,7 +502,11 @@ fn validate_owner_references(refs: &[Value], field: &str) -> ErrorList {
             }
         }
         if api_version == "v1" && s("kind") == "Event" {
-            errs.push(FieldError::invalid(path.clone(), r.clone(), "/v1, Kind=Event is disallowed from being an owner"));
+            errs.push(FieldError::invalid(
+                path.clone(),
+                r.clone(),
+                "/v1, Kind=Event is disallowed from being an owner",
+            ));
         }
         if r.get("controller").and_then(Value::as_bool) == Some(true) {
             controllers.push(format!("{}/{}", s("kind"), s("name")));
@@ -509,7 +517,10 @@ fn validate_owner_references(refs: &[Value], field: &str) -> ErrorList {
         errs.push(FieldError::invalid(
             field,
             Value::Array(refs.to_vec()),
-            format!("Only one reference can have Controller set to true. Found \"true\" in references for {}", quoted.join(" and ")),
+            format!(
+                "Only one reference can have Controller set to true. Found \"true\" in references for {}",
+                quoted.join(" and ")
+            ),
         ));
     }
     errs
@@ -526,11 +537,19 @@ fn validate_finalizers(finalizers: &[Value], field: &str, strict_standard: bool)
             errs.push(FieldError::invalid(path.clone(), *f, m));
         }
         if strict_standard && !had_errors && !f.contains('/') && !STANDARD_FINALIZERS.contains(f) {
-            errs.push(FieldError::invalid(path, *f, "name is neither a standard finalizer name nor is it fully qualified"));
+            errs.push(FieldError::invalid(
+                path,
+                *f,
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
         }
     }
     if names.contains(&"orphan") && names.contains(&"foregroundDeletion") {
-        errs.push(FieldError::invalid(field, Value::from(names.clone()), "finalizer orphan and foregroundDeletion cannot be both set"));
+        errs.push(FieldError::invalid(
+            field,
+            Value::from(names.clone()),
+            "finalizer orphan and foregroundDeletion cannot be both set",
+        ));
     }
     errs
 }
@@ -602,7 +621,12 @@ pub fn validate_object_meta_update(new: &Value, old: &Value) -> ErrorList {
     }
     if old.get("deletionTimestamp").is_some() {
         let finalizers = |v: &Value| -> Vec<String> {
-            v.get("finalizers").and_then(Value::as_array).into_iter().flatten().filter_map(|f| f.as_str().map(String::from)).collect()
+            v.get("finalizers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
         };
         let before = finalizers(old);
         let added: Vec<String> = finalizers(new).into_iter().filter(|f| !before.contains(f)).collect();
@@ -627,7 +651,9 @@ mod tests {
     fn name_messages() {
         assert_eq!(
             is_dns1035_label("Foo"),
-            vec!["a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"]
+            vec![
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+            ]
         );
         assert!(is_dns1035_label("web-1").is_empty());
         assert!(!is_dns1035_label("1web").is_empty());
@@ -650,8 +676,12 @@ mod tests {
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["metadata.name", "metadata.labels"]);
         let errs = validate_object_meta(&json!({}), true, NameRule::Dns1123Subdomain, true);
-        assert_eq!(errs.aggregate(), "[metadata.name: Required value: name or generateName is required, metadata.namespace: Required value]");
-        let errs = validate_object_meta(&json!({"name": "n", "finalizers": ["custom"]}), false, NameRule::Dns1123Label, true);
+        assert_eq!(
+            errs.aggregate(),
+            "[metadata.name: Required value: name or generateName is required, metadata.namespace: Required value]"
+        );
+        let errs =
+            validate_object_meta(&json!({"name": "n", "finalizers": ["custom"]}), false, NameRule::Dns1123Label, true);
         assert_eq!(
             errs.aggregate(),
             r#"metadata.finalizers[0]: Invalid value: "custom": name is neither a standard finalizer name nor is it fully qualified"#

@@ -151,7 +151,13 @@ impl ResourceCache {
         let (tx, _) = broadcast::channel(capacity.max(16));
         ResourceCache {
             resource,
-            state: RwLock::new(State { objects: BTreeMap::new(), events: VecDeque::new(), window_start: rv, rv, last_change: rv }),
+            state: RwLock::new(State {
+                objects: BTreeMap::new(),
+                events: VecDeque::new(),
+                window_start: rv,
+                rv,
+                last_change: rv,
+            }),
             tx,
             capacity,
         }
@@ -268,10 +274,8 @@ impl Cache {
     pub async fn start(store: Arc<dyn Store>, capacity: usize) -> Result<Arc<Cache>, Error> {
         let snapshot = store.range(RangeRequest::prefix(b"/registry/")).await?;
         let rev = snapshot.revision;
-        let resources: Vec<(String, Arc<ResourceCache>)> = resources::all()
-            .iter()
-            .map(|r| (r.key_prefix(), Arc::new(ResourceCache::new(r, capacity, rev))))
-            .collect();
+        let resources: Vec<(String, Arc<ResourceCache>)> =
+            resources::all().iter().map(|r| (r.key_prefix(), Arc::new(ResourceCache::new(r, capacity, rev)))).collect();
         let (tx, _) = watch::channel(rev);
         let cache = Arc::new(Cache { resources, rv: tx });
         for kv in snapshot.kvs {

@@ -69,10 +69,18 @@ pub fn resource_list(group: &str, version: &str) -> Value {
         for sub in r.subresources {
             let name = format!("{}/{}", r.plural, sub.name());
             let entry = match sub {
-                Subresource::Status => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
-                Subresource::Scale => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}),
-                Subresource::Binding => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Binding", "verbs": ["create"]}),
-                Subresource::Finalize => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["update"]}),
+                Subresource::Status => {
+                    json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]})
+                }
+                Subresource::Scale => {
+                    json!({"name": name, "singularName": "", "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})
+                }
+                Subresource::Binding => {
+                    json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Binding", "verbs": ["create"]})
+                }
+                Subresource::Finalize => {
+                    json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["update"]})
+                }
             };
             out.push(entry);
         }

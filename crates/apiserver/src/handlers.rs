@@ -13,10 +13,10 @@ use kubesvc_api::validation::{ErrorList, FieldError};
 use serde_json::{Value, json};
 
 use crate::State;
-use crate::web::{self, Body, Negotiated, Query, ResourcePath, Target, respond, respond_error, respond_value};
 use crate::list::{self, Filter};
 use crate::output::{self, IncludeObject};
 use crate::registry::{self, DeleteOptions, Deleted, FieldValidation, WriteOptions, Written};
+use crate::web::{self, Body, Negotiated, Query, ResourcePath, Target, respond, respond_error, respond_value};
 use crate::{discovery, openapi, watch};
 
 /// Who made a request.
@@ -31,7 +31,8 @@ fn authenticated(state: &State, identity: &Identity, req: &Request<Incoming>) ->
     if matches!(identity, Identity::Certificate(_)) {
         return true;
     }
-    let bearer = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let bearer =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     bearer.is_some_and(|t| constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()))
 }
 
@@ -64,7 +65,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, identity: Identit
         Target::Api => Ok(respond_value(StatusCode::OK, web::Format::Json, &discovery::api_versions(&state.advertise))),
         Target::Apis => Ok(respond_value(StatusCode::OK, web::Format::Json, &discovery::api_group_list())),
         Target::Group(g) => Ok(respond_value(StatusCode::OK, web::Format::Json, &discovery::api_group(&g))),
-        Target::GroupVersion(g, v) => Ok(respond_value(StatusCode::OK, web::Format::Json, &discovery::resource_list(&g, &v))),
+        Target::GroupVersion(g, v) => {
+            Ok(respond_value(StatusCode::OK, web::Format::Json, &discovery::resource_list(&g, &v)))
+        }
         Target::OpenApiV2 => Ok(openapi::v2()),
         Target::OpenApiV3Root => Ok(state.openapi.root()),
         Target::OpenApiV3(path) => state.openapi.document(&path),
@@ -80,7 +83,12 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, identity: Identit
     }
 }
 
-async fn serve_resource(state: &Arc<State>, rp: ResourcePath, req: Request<Incoming>, n: Negotiated) -> Result<Response<Body>, StatusError> {
+async fn serve_resource(
+    state: &Arc<State>,
+    rp: ResourcePath,
+    req: Request<Incoming>,
+    n: Negotiated,
+) -> Result<Response<Body>, StatusError> {
     let q = Query::parse(req.uri().query());
     let r = rp.resource;
     let (parts, body) = req.into_parts();
@@ -125,7 +133,9 @@ async fn serve_resource(state: &Arc<State>, rp: ResourcePath, req: Request<Incom
             warnings.extend(w.warnings.iter().cloned());
             Ok(written(r, n, Written { warnings, ..w }))
         }
-        (&Method::PATCH, Some(name), sub) if sub != Some(Subresource::Binding) && sub != Some(Subresource::Finalize) => {
+        (&Method::PATCH, Some(name), sub)
+            if sub != Some(Subresource::Binding) && sub != Some(Subresource::Finalize) =>
+        {
             let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let Some(ty) = PatchType::from_content_type(ct) else {
                 if ct.starts_with("application/apply-patch") {
@@ -153,7 +163,9 @@ async fn serve_resource(state: &Arc<State>, rp: ResourcePath, req: Request<Incom
             };
             Ok(match deleted {
                 Deleted::Pending(obj) => output::object(r, n, StatusCode::OK, &obj, IncludeObject::Metadata),
-                Deleted::Gone(obj) if r.rules.return_deleted_object() => output::object(r, n, StatusCode::OK, &obj, IncludeObject::Metadata),
+                Deleted::Gone(obj) if r.rules.return_deleted_object() => {
+                    output::object(r, n, StatusCode::OK, &obj, IncludeObject::Metadata)
+                }
                 Deleted::Gone(obj) => respond_value(
                     StatusCode::OK,
                     web::Format::Json,
@@ -216,21 +228,36 @@ fn delete_options(headers: &http::HeaderMap, bytes: &[u8], q: &Query) -> Result<
         errs.push(e);
         StatusError::invalid(GroupKind { group: "meta.k8s.io", kind: "DeleteOptions" }, "", &errs)
     };
-    let policy = body.get("propagationPolicy").and_then(Value::as_str).map(str::to_owned).or(q.get("propagationPolicy").map(str::to_owned));
+    let policy = body
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or(q.get("propagationPolicy").map(str::to_owned));
     if let Some(p) = &policy
         && !matches!(p.as_str(), "Foreground" | "Background" | "Orphan")
     {
-        return Err(invalid(FieldError::not_supported("propagationPolicy", p.as_str(), &["Foreground", "Background", "Orphan", "nil"])));
+        return Err(invalid(FieldError::not_supported(
+            "propagationPolicy",
+            p.as_str(),
+            &["Foreground", "Background", "Orphan", "nil"],
+        )));
     }
     if policy.is_some() && (body.get("orphanDependents").is_some() || q.get("orphanDependents").is_some()) {
-        return Err(invalid(FieldError::invalid("propagationPolicy", policy.clone().unwrap_or_default(), "orphanDependents and deletionPropagation cannot be both set")));
+        return Err(invalid(FieldError::invalid(
+            "propagationPolicy",
+            policy.clone().unwrap_or_default(),
+            "orphanDependents and deletionPropagation cannot be both set",
+        )));
     }
-    let dry_run = body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")) || q.get("dryRun") == Some("All");
+    let dry_run = body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All"))
+        || q.get("dryRun") == Some("All");
     let grace = body.get("gracePeriodSeconds").and_then(Value::as_i64).or(q.int("gracePeriodSeconds")?);
     Ok(DeleteOptions {
         grace_period: grace,
         uid: meta::get(&body, &["preconditions", "uid"]).and_then(Value::as_str).map(str::to_owned),
-        resource_version: meta::get(&body, &["preconditions", "resourceVersion"]).and_then(Value::as_str).map(str::to_owned),
+        resource_version: meta::get(&body, &["preconditions", "resourceVersion"])
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         dry_run,
     })
 }
@@ -260,11 +287,16 @@ async fn delete_collection(
         }
     }
     let list = json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items});
-    Ok(respond_value(StatusCode::OK, if n.format == web::Format::Yaml { web::Format::Yaml } else { web::Format::Json }, &list))
+    Ok(respond_value(
+        StatusCode::OK,
+        if n.format == web::Format::Yaml { web::Format::Yaml } else { web::Format::Json },
+        &list,
+    ))
 }
 
 fn scale_of(obj: &Value) -> Value {
-    let selector = LabelSelector::from_api(meta::get(obj, &["spec", "selector"])).map(|s| s.to_string()).unwrap_or_default();
+    let selector =
+        LabelSelector::from_api(meta::get(obj, &["spec", "selector"])).map(|s| s.to_string()).unwrap_or_default();
     let m = meta::meta(obj);
     json!({
         "kind": "Scale",
@@ -308,7 +340,14 @@ async fn set_replicas(
     Ok(scale_response(&w.obj))
 }
 
-async fn put_scale(state: &Arc<State>, r: &'static Resource, ns: &str, name: &str, scale: Value, _opts: WriteOptions) -> Result<Response<Body>, StatusError> {
+async fn put_scale(
+    state: &Arc<State>,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    scale: Value,
+    _opts: WriteOptions,
+) -> Result<Response<Body>, StatusError> {
     let replicas = meta::get(&scale, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(0);
     let rv = meta::resource_version(&scale).to_string();
     set_replicas(state, r, ns, name, replicas, Some(rv)).await
@@ -336,7 +375,13 @@ async fn patch_scale(
 }
 
 /// pods/binding: assigns a pod to a node, once.
-async fn bind(state: &Arc<State>, rp: &ResourcePath, name: &str, headers: &http::HeaderMap, bytes: &[u8]) -> Result<Response<Body>, StatusError> {
+async fn bind(
+    state: &Arc<State>,
+    rp: &ResourcePath,
+    name: &str,
+    headers: &http::HeaderMap,
+    bytes: &[u8],
+) -> Result<Response<Body>, StatusError> {
     let binding = web::decode_meta(headers, bytes, "io.k8s.api.core.v1.Binding")?;
     let node = meta::get_str(&binding, &["target", "name"]).to_string();
     if node.is_empty() {
@@ -348,10 +393,18 @@ async fn bind(state: &Arc<State>, rp: &ResourcePath, name: &str, headers: &http:
     let current = state.registry.get(r, &rp.namespace, name).await?.value();
     let assigned = meta::get_str(&current, &["spec", "nodeName"]);
     if !assigned.is_empty() {
-        return Err(StatusError::conflict(r.gr(), name, &format!("pod {name} is already assigned to node {assigned:?}")));
+        return Err(StatusError::conflict(
+            r.gr(),
+            name,
+            &format!("pod {name} is already assigned to node {assigned:?}"),
+        ));
     }
     if meta::deletion_timestamp(&current).is_some() {
-        return Err(StatusError::conflict(r.gr(), name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+        return Err(StatusError::conflict(
+            r.gr(),
+            name,
+            &format!("pod {name} is being deleted, cannot be assigned to a host"),
+        ));
     }
     let annotations = meta::get(&binding, &["metadata", "annotations"]).and_then(Value::as_object).cloned();
     state
@@ -373,5 +426,9 @@ async fn bind(state: &Arc<State>, rp: &ResourcePath, name: &str, headers: &http:
         })
         .await?
         .ok_or_else(|| StatusError::not_found(r.gr(), name))?;
-    Ok(respond_value(StatusCode::CREATED, web::Format::Json, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(respond_value(
+        StatusCode::CREATED,
+        web::Format::Json,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }

@@ -136,7 +136,13 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
     let host: IpAddr = if addr.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
     let advertise = SocketAddr::new(host, addr.port()).to_string();
     let (stop, stopped) = signal::channel(false);
-    let state = Arc::new(State { registry, openapi: openapi::OpenApi::new(), token: pki.token.clone(), advertise: advertise.clone(), shutdown: stopped.clone() });
+    let state = Arc::new(State {
+        registry,
+        openapi: openapi::OpenApi::new(),
+        token: pki.token.clone(),
+        advertise: advertise.clone(),
+        shutdown: stopped.clone(),
+    });
 
     namespaces::spawn_controller(state.clone());
     spawn_compactor(store, config.compaction_interval, stopped.clone());
@@ -157,7 +163,9 @@ fn spawn_compactor(store: Arc<dyn Store>, every: Duration, mut stop: signal::Rec
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return,
             }
-            let Ok(revs) = store.revisions().await else { continue };
+            let Ok(revs) = store.revisions().await else {
+                continue;
+            };
             if let Some(target) = previous
                 && target > revs.compacted
             {

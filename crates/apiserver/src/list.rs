@@ -14,11 +14,11 @@ use kubesvc_api::validation::{ErrorList, FieldError};
 use kubesvc_store::RangeRequest;
 use serde_json::{Value, json};
 
+use crate::State;
 use crate::cache::{Entry, object_key};
-use crate::web::{Body, Negotiated, Query, ResourcePath};
 use crate::output::{self, IncludeObject};
 use crate::registry::CACHE_WAIT;
-use crate::State;
+use crate::web::{Body, Negotiated, Query, ResourcePath};
 
 /// Label and field selectors of a list, watch or deletecollection.
 pub struct Filter {
@@ -29,9 +29,12 @@ pub struct Filter {
 
 impl Filter {
     pub fn from_query(rp: &ResourcePath, q: &Query) -> Result<Filter, StatusError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or_default()).map_err(StatusError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or_default()).map_err(StatusError::bad_request)?;
-        kinds::check_field_labels(rp.resource.rules, fields.terms.iter().map(|t| t.field.as_str())).map_err(StatusError::bad_request)?;
+        let labels =
+            LabelSelector::parse(q.get("labelSelector").unwrap_or_default()).map_err(StatusError::bad_request)?;
+        let fields =
+            FieldSelector::parse(q.get("fieldSelector").unwrap_or_default()).map_err(StatusError::bad_request)?;
+        kinds::check_field_labels(rp.resource.rules, fields.terms.iter().map(|t| t.field.as_str()))
+            .map_err(StatusError::bad_request)?;
         let namespace = (rp.resource.namespaced && !rp.namespace.is_empty()).then(|| rp.namespace.clone());
         Ok(Filter { namespace, labels, fields })
     }
@@ -69,9 +72,15 @@ fn decode_continue(token: &str) -> Result<(i64, String), StatusError> {
         .map_err(|e| bad(&e.to_string()))?;
     let v: Value = serde_json::from_slice(&raw).map_err(|e| bad(&e.to_string()))?;
     if v.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
-        return Err(bad(&format!("server does not recognize this encoded version {:?}", v.get("v").and_then(Value::as_str).unwrap_or_default())));
+        return Err(bad(&format!(
+            "server does not recognize this encoded version {:?}",
+            v.get("v").and_then(Value::as_str).unwrap_or_default()
+        )));
     }
-    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(|| bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+    let rv = v
+        .get("rv")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
     let start = v.get("start").and_then(Value::as_str).unwrap_or_default();
     if start.is_empty() {
         return Err(bad("encoded start key empty (version meta.k8s.io/v1)"));
@@ -89,7 +98,12 @@ enum Source {
     Store(i64, Option<String>),
 }
 
-pub async fn list(state: &Arc<State>, rp: &ResourcePath, q: &Query, n: Negotiated) -> Result<Response<Body>, StatusError> {
+pub async fn list(
+    state: &Arc<State>,
+    rp: &ResourcePath,
+    q: &Query,
+    n: Negotiated,
+) -> Result<Response<Body>, StatusError> {
     let r = rp.resource;
     let include = IncludeObject::parse(q.get("includeObject"))?;
     let filter = Filter::from_query(rp, q)?;
@@ -98,25 +112,43 @@ pub async fn list(state: &Arc<State>, rp: &ResourcePath, q: &Query, n: Negotiate
     let rv = q.get("resourceVersion").unwrap_or_default();
     let rvm = q.get("resourceVersionMatch").unwrap_or_default();
     if q.flag("sendInitialEvents") {
-        return Err(list_options_invalid("sendInitialEvents", FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list")));
+        return Err(list_options_invalid(
+            "sendInitialEvents",
+            FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"),
+        ));
     }
     if !rvm.is_empty() {
         if !matches!(rvm, "Exact" | "NotOlderThan") {
-            return Err(list_options_invalid("", FieldError::not_supported("resourceVersionMatch", rvm, &["Exact", "NotOlderThan", ""])));
+            return Err(list_options_invalid(
+                "",
+                FieldError::not_supported("resourceVersionMatch", rvm, &["Exact", "NotOlderThan", ""]),
+            ));
         }
         if rv.is_empty() {
             return Err(list_options_invalid(
                 "",
-                FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided"),
+                FieldError::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ),
             ));
         }
         if cont.is_some() {
-            return Err(list_options_invalid("", FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided")));
+            return Err(list_options_invalid(
+                "",
+                FieldError::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ),
+            ));
         }
         if rvm == "Exact" && rv == "0" {
             return Err(list_options_invalid(
                 "",
-                FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""),
+                FieldError::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ),
             ));
         }
     }
@@ -145,7 +177,8 @@ pub async fn list(state: &Arc<State>, rp: &ResourcePath, q: &Query, n: Negotiate
             }
             ("0", _) => (Source::Cache(None), rc.rv()),
             (v, m) => {
-                let want: i64 = v.parse().map_err(|_| StatusError::bad_request(format!("invalid resource version: {v:?}")))?;
+                let want: i64 =
+                    v.parse().map_err(|_| StatusError::bad_request(format!("invalid resource version: {v:?}")))?;
                 let (last_change, cache_rv) = rc.revisions();
                 if m == "Exact" && !(last_change <= want && want <= cache_rv) {
                     (Source::Store(want, None), want)
@@ -219,15 +252,26 @@ async fn store_page(
         Some(k) => format!("{}{k}\u{0}", r.key_prefix()),
         None => prefix.clone(),
     };
-    let req = RangeRequest { start: start.into_bytes(), end: kubesvc_store::prefix_end(prefix.as_bytes()), revision: rev, limit: 0 };
+    let req = RangeRequest {
+        start: start.into_bytes(),
+        end: kubesvc_store::prefix_end(prefix.as_bytes()),
+        revision: rev,
+        limit: 0,
+    };
     match state.registry.store.range(req).await {
         Ok(resp) => Ok(resp
             .kvs
             .iter()
-            .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok().map(|v| Arc::new(Entry::build(r, v, kv.mod_revision))))
+            .filter_map(|kv| {
+                serde_json::from_slice::<Value>(&kv.value).ok().map(|v| Arc::new(Entry::build(r, v, kv.mod_revision)))
+            })
             .collect()),
         Err(kubesvc_store::Error::Compacted { .. }) => {
-            let mut e = StatusError::expired(if after.is_some() { EXPIRED_CONTINUE } else { "The resourceVersion for the provided list is too old." });
+            let mut e = StatusError::expired(if after.is_some() {
+                EXPIRED_CONTINUE
+            } else {
+                "The resourceVersion for the provided list is too old."
+            });
             if let Some(k) = after {
                 e.continue_token = Some(encode_continue(-1, k));
             }
@@ -245,8 +289,15 @@ mod tests {
     fn continue_tokens() {
         let t = encode_continue(42, "default/web");
         assert_eq!(decode_continue(&t).unwrap(), (42, "default/web".to_string()));
-        assert!(decode_continue("!!!").unwrap_err().message.starts_with("invalid continue token: continue key is not valid"));
+        assert!(
+            decode_continue("!!!")
+                .unwrap_err()
+                .message
+                .starts_with("invalid continue token: continue key is not valid")
+        );
         let bad = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"v":"x","rv":1,"start":"a"}"#);
-        assert!(decode_continue(&bad).unwrap_err().message.contains("server does not recognize this encoded version \"x\""));
+        assert!(
+            decode_continue(&bad).unwrap_err().message.contains("server does not recognize this encoded version \"x\"")
+        );
     }
 }

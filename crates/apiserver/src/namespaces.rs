@@ -96,18 +96,43 @@ async fn finish(state: &Arc<State>, name: &str) -> Result<(), kubesvc_api::statu
         condition("NamespaceContentRemaining", false, "ContentRemoved", "All content successfully removed")
     } else {
         let parts: Vec<String> = remaining.iter().map(|(gr, n)| format!("{gr} has {n} resource instances")).collect();
-        condition("NamespaceContentRemaining", true, "SomeResourcesRemain", &format!("Some resources are remaining: {}", parts.join(", ")))
+        condition(
+            "NamespaceContentRemaining",
+            true,
+            "SomeResourcesRemain",
+            &format!("Some resources are remaining: {}", parts.join(", ")),
+        )
     };
     let fin = if finalizers.is_empty() {
         condition("NamespaceFinalizersRemaining", false, "ContentRemoved", "All content successfully removed")
     } else {
         let parts: Vec<String> = finalizers.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
-        condition("NamespaceFinalizersRemaining", true, "SomeFinalizerRemain", &format!("Some finalizers are remaining: {}", parts.join(", ")))
+        condition(
+            "NamespaceFinalizersRemaining",
+            true,
+            "SomeFinalizerRemain",
+            &format!("Some finalizers are remaining: {}", parts.join(", ")),
+        )
     };
-    let conditions = vec![
-        condition("NamespaceDeletionDiscoveryFailure", false, "ResourcesDiscovered", "All resources successfully discovered"),
-        condition("NamespaceDeletionGroupVersionParsingFailure", false, "ParsedGroupVersions", "All legacy kube types successfully parsed"),
-        condition("NamespaceDeletionContentFailure", false, "ContentDeleted", "All content successfully deleted, may be waiting on finalization"),
+    let conditions = [
+        condition(
+            "NamespaceDeletionDiscoveryFailure",
+            false,
+            "ResourcesDiscovered",
+            "All resources successfully discovered",
+        ),
+        condition(
+            "NamespaceDeletionGroupVersionParsingFailure",
+            false,
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed",
+        ),
+        condition(
+            "NamespaceDeletionContentFailure",
+            false,
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization",
+        ),
         content,
         fin,
     ];

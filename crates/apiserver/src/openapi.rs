@@ -55,7 +55,11 @@ fn document(group: &str, version: &str) -> Value {
     let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
     for r in resources::all().iter().filter(|r| r.group == group && r.version == version) {
         let kind = r.kind;
-        let scope = if r.namespaced { format!("{prefix}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{prefix}/{}", r.plural) };
+        let scope = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{prefix}/{}", r.plural)
+        };
         let ns: Vec<Value> = if r.namespaced { vec![path_param("namespace")] } else { vec![] };
         let write = |mut p: Vec<Value>| {
             p.extend([query("dryRun"), query("fieldManager"), query("fieldValidation"), query("pretty")]);
@@ -63,7 +67,19 @@ fn document(group: &str, version: &str) -> Value {
         };
         let list_params = {
             let mut p = ns.clone();
-            for q in ["allowWatchBookmarks", "continue", "fieldSelector", "labelSelector", "limit", "resourceVersion", "resourceVersionMatch", "sendInitialEvents", "timeoutSeconds", "watch", "pretty"] {
+            for q in [
+                "allowWatchBookmarks",
+                "continue",
+                "fieldSelector",
+                "labelSelector",
+                "limit",
+                "resourceVersion",
+                "resourceVersionMatch",
+                "sendInitialEvents",
+                "timeoutSeconds",
+                "watch",
+                "pretty",
+            ] {
                 p.push(query(q));
             }
             p
@@ -143,7 +159,9 @@ fn json_response(bytes: Bytes, etag: Option<&str>) -> Response<Body> {
 pub fn v2() -> Response<Body> {
     let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+    );
     resp
 }

@@ -66,7 +66,13 @@ pub fn table(r: &Resource, version: &str, list_meta: Value, rows: Vec<Value>, wi
 }
 
 /// A single object in the negotiated shape.
-pub fn object(r: &'static Resource, n: Negotiated, status: StatusCode, obj: &Value, include: IncludeObject) -> Response<Body> {
+pub fn object(
+    r: &'static Resource,
+    n: Negotiated,
+    status: StatusCode,
+    obj: &Value,
+    include: IncludeObject,
+) -> Response<Body> {
     match n.shape {
         Shape::Table(v) => {
             let rv = meta::resource_version(obj);
@@ -100,13 +106,22 @@ pub fn entry(r: &'static Resource, n: Negotiated, e: &Entry, include: IncludeObj
 }
 
 /// A list in the negotiated shape.
-pub fn list(r: &'static Resource, n: Negotiated, list_meta: Value, items: &[Arc<Entry>], include: IncludeObject) -> Response<Body> {
+pub fn list(
+    r: &'static Resource,
+    n: Negotiated,
+    list_meta: Value,
+    items: &[Arc<Entry>],
+    include: IncludeObject,
+) -> Response<Body> {
     match (n.shape, n.format) {
         (Shape::Object, Format::Json) => {
             // Items are already serialized: splice them in.
-            let head = serde_json::to_vec(&json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": list_meta}))
-                .expect("a JSON value serializes");
-            let mut buf = BytesMut::with_capacity(head.len() + 16 + items.iter().map(|e| e.json.len() + 1).sum::<usize>());
+            let head = serde_json::to_vec(
+                &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": list_meta}),
+            )
+            .expect("a JSON value serializes");
+            let mut buf =
+                BytesMut::with_capacity(head.len() + 16 + items.iter().map(|e| e.json.len() + 1).sum::<usize>());
             buf.put_slice(&head[..head.len() - 1]);
             buf.put_slice(b",\"items\":[");
             for (i, e) in items.iter().enumerate() {
@@ -121,7 +136,12 @@ pub fn list(r: &'static Resource, n: Negotiated, list_meta: Value, items: &[Arc<
         (Shape::Object, Format::Protobuf) => respond(
             StatusCode::OK,
             kubesvc_wire::CONTENT_TYPE,
-            kubesvc_wire::encode_list_raw(&list_meta, items.iter().map(|e| &e.protobuf(r)[..]), &r.api_version(), &r.list_kind()),
+            kubesvc_wire::encode_list_raw(
+                &list_meta,
+                items.iter().map(|e| &e.protobuf(r)[..]),
+                &r.api_version(),
+                &r.list_kind(),
+            ),
         ),
         (Shape::Object, f) => {
             let v = json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": list_meta,
@@ -144,7 +164,9 @@ pub fn list(r: &'static Resource, n: Negotiated, list_meta: Value, items: &[Arc<
 /// Bytes of one object as a watch event's object would carry it.
 pub fn event_object(r: &'static Resource, n: Negotiated, e: &Entry, include: IncludeObject, first: bool) -> Bytes {
     match (n.shape, n.format) {
-        (Shape::Object, Format::Protobuf) => Bytes::from(kubesvc_wire::envelope(&r.api_version(), r.kind, e.protobuf(r))),
+        (Shape::Object, Format::Protobuf) => {
+            Bytes::from(kubesvc_wire::envelope(&r.api_version(), r.kind, e.protobuf(r)))
+        }
         (Shape::Object, _) => e.json.clone(),
         (Shape::Table(v), _) => {
             let obj = e.value();
@@ -152,6 +174,8 @@ pub fn event_object(r: &'static Resource, n: Negotiated, e: &Entry, include: Inc
             let t = table(r, v, json!({"resourceVersion": e.rv.to_string()}), vec![row], first);
             Bytes::from(serde_json::to_vec(&t).expect("a JSON value serializes"))
         }
-        (Shape::PartialMetadata(v), _) => Bytes::from(serde_json::to_vec(&partial(&e.value(), v)).expect("a JSON value serializes")),
+        (Shape::PartialMetadata(v), _) => {
+            Bytes::from(serde_json::to_vec(&partial(&e.value(), v)).expect("a JSON value serializes"))
+        }
     }
 }

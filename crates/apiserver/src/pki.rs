@@ -54,7 +54,8 @@ fn ca_params() -> Result<CertificateParams, Error> {
 fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io(path))?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io(path))?;
     f.write_all(contents.as_bytes()).map_err(io(path))
 }
 

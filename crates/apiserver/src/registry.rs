@@ -32,7 +32,13 @@ pub trait Admission: Send + Sync {
         Ok(())
     }
 
-    async fn update(&self, _r: &'static Resource, _new: &mut Value, _old: &Value, _txn: &mut Txn) -> Result<(), StatusError> {
+    async fn update(
+        &self,
+        _r: &'static Resource,
+        _new: &mut Value,
+        _old: &Value,
+        _txn: &mut Txn,
+    ) -> Result<(), StatusError> {
         Ok(())
     }
 
@@ -129,7 +135,10 @@ pub fn check_type(r: &'static Resource, obj: &mut Value) -> Result<(), StatusErr
     let api_version = m.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
     let kind = m.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
     let want = r.api_version();
-    let (av, k) = (if api_version.is_empty() { want.clone() } else { api_version }, if kind.is_empty() { r.kind.to_string() } else { kind });
+    let (av, k) = (
+        if api_version.is_empty() { want.clone() } else { api_version },
+        if kind.is_empty() { r.kind.to_string() } else { kind },
+    );
     if k == r.kind && av == want {
         m.insert("apiVersion".into(), json!(av));
         m.insert("kind".into(), json!(k));
@@ -160,12 +169,17 @@ pub fn check_type(r: &'static Resource, obj: &mut Value) -> Result<(), StatusErr
 /// Canonicalizes a decoded body; unknown fields are an error, warnings or nothing.
 pub fn canonical_input(r: &'static Resource, obj: &mut Value, fv: FieldValidation) -> Result<Vec<String>, StatusError> {
     let cannot = |msg: &str| {
-        StatusError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {msg}", r.kind, r.version, r.kind))
+        StatusError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {msg}",
+            r.kind, r.version, r.kind
+        ))
     };
     let report = canonicalize(r.schema(), obj).map_err(|e| cannot(&e.message))?;
     let unknown: Vec<String> = report.unknown_fields.iter().map(|f| format!("unknown field {f:?}")).collect();
     match fv {
-        FieldValidation::Strict if !unknown.is_empty() => Err(cannot(&format!("strict decoding error: {}", unknown.join(", ")))),
+        FieldValidation::Strict if !unknown.is_empty() => {
+            Err(cannot(&format!("strict decoding error: {}", unknown.join(", "))))
+        }
         FieldValidation::Warn => Ok(unknown),
         _ => Ok(Vec::new()),
     }
@@ -194,7 +208,9 @@ fn parse_kv(kv: &KeyValue) -> Result<Value, StatusError> {
 }
 
 fn parse_rv(rv: &str) -> Result<i64, StatusError> {
-    rv.parse::<i64>().map_err(|_| StatusError::bad_request(format!("invalid resource version: strconv.ParseInt: parsing {rv:?}: invalid syntax")))
+    rv.parse::<i64>().map_err(|_| {
+        StatusError::bad_request(format!("invalid resource version: strconv.ParseInt: parsing {rv:?}: invalid syntax"))
+    })
 }
 
 impl Registry {
@@ -253,19 +269,32 @@ impl Registry {
     }
 
     fn validate_new(r: &'static Resource, obj: &Value) -> ErrorList {
-        let mut errs = validate_object_meta(meta::meta(obj), r.namespaced, r.rules.name_rule(), r.rules.standard_finalizers_only());
+        let mut errs = validate_object_meta(
+            meta::meta(obj),
+            r.namespaced,
+            r.rules.name_rule(),
+            r.rules.standard_finalizers_only(),
+        );
         errs.extend(r.rules.validate(obj));
         errs
     }
 
     /// POST: creates `obj` (decoded, type-checked and canonical) in `ns`.
-    pub async fn create(&self, r: &'static Resource, ns: &str, mut obj: Value, opts: WriteOptions) -> Result<Written, StatusError> {
+    pub async fn create(
+        &self,
+        r: &'static Resource,
+        ns: &str,
+        mut obj: Value,
+        opts: WriteOptions,
+    ) -> Result<Written, StatusError> {
         let body_ns = meta::namespace(&obj).to_string();
         if r.namespaced {
             if body_ns.is_empty() {
                 meta::set(&mut obj, "namespace", ns);
             } else if body_ns != ns {
-                return Err(StatusError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(StatusError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
         } else {
             meta::remove(&mut obj, "namespace");
@@ -323,7 +352,8 @@ impl Registry {
                             }
                             let mut err = StatusError::already_exists(r.gr(), &name);
                             if generated {
-                                err.message.push_str(", the server was not able to generate a unique name for the object");
+                                err.message
+                                    .push_str(", the server was not able to generate a unique name for the object");
                                 if let Some(d) = err.details.as_mut() {
                                     d.retry_after_seconds = 1;
                                 }
@@ -342,7 +372,12 @@ impl Registry {
     }
 
     /// Applies what an update may and may not change, then validates.
-    fn prepare_update(r: &'static Resource, new: &mut Value, old: &Value, sub: Option<Subresource>) -> Result<(), StatusError> {
+    fn prepare_update(
+        r: &'static Resource,
+        new: &mut Value,
+        old: &Value,
+        sub: Option<Subresource>,
+    ) -> Result<(), StatusError> {
         let name = meta::name(old).to_string();
         let new_name = meta::name(new).to_string();
         if new_name.is_empty() {
@@ -415,7 +450,12 @@ impl Registry {
         if sub.is_none() {
             kinds::apply_generation(r.rules.generation(), new, Some(old));
         }
-        let mut errs = validate_object_meta(meta::meta(new), r.namespaced, r.rules.name_rule(), r.rules.standard_finalizers_only());
+        let mut errs = validate_object_meta(
+            meta::meta(new),
+            r.namespaced,
+            r.rules.name_rule(),
+            r.rules.standard_finalizers_only(),
+        );
         errs.extend(validate_object_meta_update(meta::meta(new), meta::meta(old)));
         if sub.is_none() {
             errs.extend(r.rules.validate_update(new, old));
@@ -429,6 +469,7 @@ impl Registry {
     /// Writes `new` over `old` (read at `old_rev`), or deletes it when an update
     /// removes the last finalizer of an object being deleted. `Ok(None)` means
     /// another writer came first.
+    #[allow(clippy::too_many_arguments)]
     async fn write_update(
         &self,
         r: &'static Resource,
@@ -522,7 +563,10 @@ impl Registry {
                 return Err(StatusError::conflict(
                     r.gr(),
                     name,
-                    &format!("Precondition failed: UID in precondition: {body_uid}, UID in object meta: {}", meta::uid(&old)),
+                    &format!(
+                        "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {}",
+                        meta::uid(&old)
+                    ),
                 ));
             }
             let mut new = body.clone();
@@ -538,6 +582,7 @@ impl Registry {
     }
 
     /// PATCH: applies a patch to the object (or its status) and writes the result.
+    #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
         r: &'static Resource,
@@ -553,7 +598,7 @@ impl Registry {
                 return Err(StatusError::not_found(r.gr(), name));
             };
             let old = parse_kv(&kv)?;
-            let mut patched = patch::apply(ty, &old, body, r.schema()).map_err(|e| patch_error(e))?;
+            let mut patched = patch::apply(ty, &old, body, r.schema()).map_err(patch_error)?;
             let warnings = patched_input(r, &mut patched, body, opts.field_validation)?;
             // A resourceVersion the patch sets is a precondition; otherwise any current version will do.
             let rv = meta::resource_version(&patched).to_string();
@@ -573,56 +618,43 @@ impl Registry {
     }
 
     /// DELETE of one object.
-    pub async fn delete(&self, r: &'static Resource, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Deleted, StatusError> {
+    pub async fn delete(
+        &self,
+        r: &'static Resource,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, StatusError> {
         for _ in 0..MAX_RETRIES {
             let Some(kv) = self.read(r, ns, name).await? else {
                 return Err(StatusError::not_found(r.gr(), name));
             };
             let old = parse_kv(&kv)?;
-            let gk_name = GroupKind { group: r.group, kind: r.kind }.to_string();
-            if let Some(uid) = &opts.uid
-                && uid != meta::uid(&old)
-            {
-                return Err(StatusError::conflict(
-                    kubesvc_api::status::GroupResource { group: "", resource: &gk_name },
-                    name,
-                    &format!(
-                        "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
-                        meta::uid(&old)
-                    ),
-                ));
-            }
-            if let Some(rv) = &opts.resource_version
-                && rv != meta::resource_version(&old)
-            {
-                return Err(StatusError::conflict(
-                    kubesvc_api::status::GroupResource { group: "", resource: &gk_name },
-                    name,
-                    &format!(
-                        "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
-                        meta::resource_version(&old)
-                    ),
-                ));
-            }
+            check_preconditions(r, name, &old, opts)?;
             let write = WriteOptions { dry_run: opts.dry_run, field_validation: FieldValidation::Ignore };
 
             // Graceful deletion (pods): mark and wait for the node to finish.
             if let Some(grace) = r.rules.grace_period(&old, opts.grace_period)
                 && grace > 0
             {
-                let now = kubesvc_api::time::now();
-                let deadline = kubesvc_api::time::format(now + jiff::SignedDuration::from_secs(grace));
                 let current_grace = meta::meta(&old).get("deletionGracePeriodSeconds").and_then(Value::as_i64);
                 if meta::deletion_timestamp(&old).is_some() && current_grace.is_some_and(|g| g <= grace) {
                     return Ok(Deleted::Pending(old));
                 }
-                let mut new = old.clone();
-                meta::set(&mut new, "deletionTimestamp", deadline);
-                meta::set(&mut new, "deletionGracePeriodSeconds", grace);
-                if meta::generation(&old) > 0 {
-                    meta::set(&mut new, "generation", meta::generation(&old) + 1);
-                }
-                match self.write_update(r, ns, name, new, &old, kv.mod_revision, write).await? {
+                let deadline = kubesvc_api::time::now() + jiff::SignedDuration::from_secs(grace);
+                match self
+                    .mark_deleting(
+                        r,
+                        ns,
+                        name,
+                        &old,
+                        kv.mod_revision,
+                        kubesvc_api::time::format(deadline),
+                        grace,
+                        write,
+                    )
+                    .await?
+                {
                     Some(obj) => return Ok(Deleted::Pending(obj)),
                     None => continue,
                 }
@@ -632,13 +664,10 @@ impl Registry {
                 if meta::deletion_timestamp(&old).is_some() {
                     return Ok(Deleted::Pending(old));
                 }
-                let mut new = old.clone();
-                meta::set(&mut new, "deletionTimestamp", kubesvc_api::time::now_string());
-                meta::set(&mut new, "deletionGracePeriodSeconds", 0);
-                if meta::generation(&old) > 0 {
-                    meta::set(&mut new, "generation", meta::generation(&old) + 1);
-                }
-                match self.write_update(r, ns, name, new, &old, kv.mod_revision, write).await? {
+                match self
+                    .mark_deleting(r, ns, name, &old, kv.mod_revision, kubesvc_api::time::now_string(), 0, write)
+                    .await?
+                {
                     Some(obj) => return Ok(Deleted::Pending(obj)),
                     None => continue,
                 }
@@ -657,8 +686,36 @@ impl Registry {
         Err(StatusError::conflict(r.gr(), name, "the object has been modified too often to delete; please try again"))
     }
 
+    /// Sets deletionTimestamp and deletionGracePeriodSeconds, bumping a tracked
+    /// generation; `None` when another writer came first.
+    #[allow(clippy::too_many_arguments)]
+    async fn mark_deleting(
+        &self,
+        r: &'static Resource,
+        ns: &str,
+        name: &str,
+        old: &Value,
+        rev: i64,
+        at: String,
+        grace: i64,
+        opts: WriteOptions,
+    ) -> Result<Option<Value>, StatusError> {
+        let mut new = old.clone();
+        meta::set(&mut new, "deletionTimestamp", at);
+        meta::set(&mut new, "deletionGracePeriodSeconds", grace);
+        if meta::generation(old) > 0 {
+            meta::set(&mut new, "generation", meta::generation(old) + 1);
+        }
+        self.write_update(r, ns, name, new, old, rev, opts).await
+    }
+
     /// Marks a namespace as terminating; the namespace controller empties and removes it.
-    pub async fn delete_namespace(&self, r: &'static Resource, name: &str, opts: &DeleteOptions) -> Result<Deleted, StatusError> {
+    pub async fn delete_namespace(
+        &self,
+        r: &'static Resource,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, StatusError> {
         if matches!(name, "default" | "kube-system" | "kube-public") {
             return Err(StatusError::forbidden(r.gr(), name, "this namespace may not be deleted"));
         }
@@ -673,10 +730,14 @@ impl Registry {
                 return Err(StatusError::conflict(
                     r.gr(),
                     name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta::uid(&old)),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta::uid(&old)
+                    ),
                 ));
             }
-            let spec_finalizers = meta::get(&old, &["spec", "finalizers"]).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            let spec_finalizers =
+                meta::get(&old, &["spec", "finalizers"]).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
             if !spec_finalizers && meta::finalizers(&old).is_empty() {
                 return self.delete(r, "", name, opts).await;
             }
@@ -691,7 +752,11 @@ impl Registry {
                 return Ok(Deleted::Pending(obj));
             }
         }
-        Err(StatusError::conflict(r.gr(), name, "the namespace has been modified too often to delete; please try again"))
+        Err(StatusError::conflict(
+            r.gr(),
+            name,
+            "the namespace has been modified too often to delete; please try again",
+        ))
     }
 
     /// Writes a status (or any other) change computed from the current object,
@@ -705,7 +770,9 @@ impl Registry {
         f: impl Fn(&mut Value),
     ) -> Result<Option<Value>, StatusError> {
         for _ in 0..MAX_RETRIES {
-            let Some(kv) = self.read(r, ns, name).await? else { return Ok(None) };
+            let Some(kv) = self.read(r, ns, name).await? else {
+                return Ok(None);
+            };
             let old = parse_kv(&kv)?;
             let mut new = old.clone();
             f(&mut new);
@@ -719,8 +786,38 @@ impl Registry {
     }
 }
 
+/// DELETE's preconditions; Kubernetes names the object by its kind in these conflicts.
+fn check_preconditions(r: &'static Resource, name: &str, old: &Value, opts: &DeleteOptions) -> Result<(), StatusError> {
+    let kind = GroupKind { group: r.group, kind: r.kind }.to_string();
+    let conflict = |why: String| {
+        StatusError::conflict(kubesvc_api::status::GroupResource { group: "", resource: &kind }, name, &why)
+    };
+    if let Some(uid) = &opts.uid
+        && uid != meta::uid(old)
+    {
+        return Err(conflict(format!(
+            "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
+            meta::uid(old)
+        )));
+    }
+    if let Some(rv) = &opts.resource_version
+        && rv != meta::resource_version(old)
+    {
+        return Err(conflict(format!(
+            "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
+            meta::resource_version(old)
+        )));
+    }
+    Ok(())
+}
+
 /// Canonicalizes the result of a patch; strict unknown fields are a 422 on patches.
-fn patched_input(r: &'static Resource, obj: &mut Value, body: &[u8], fv: FieldValidation) -> Result<Vec<String>, StatusError> {
+fn patched_input(
+    r: &'static Resource,
+    obj: &mut Value,
+    body: &[u8],
+    fv: FieldValidation,
+) -> Result<Vec<String>, StatusError> {
     let report = canonicalize(r.schema(), obj).map_err(|e| patch_invalid(body, &e.message))?;
     let unknown: Vec<String> = report.unknown_fields.iter().map(|f| format!("unknown field {f:?}")).collect();
     match fv {
@@ -742,7 +839,7 @@ fn patch_error(e: PatchError) -> StatusError {
     match e {
         PatchError::BadRequest(m) => StatusError::bad_request(m),
         PatchError::Rejected(_) => StatusError {
-            details: Some(Default::default()),
+            details: Some(Box::default()),
             ..StatusError::new(422, "Invalid", "the server rejected our request due to an error in our request")
         },
         PatchError::Internal(m) => StatusError::plain(m),

@@ -19,12 +19,21 @@ use crate::handlers::{self, Identity};
 /// How long in-flight requests get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // Many watches share one connection (kubectl, controllers, the benchmark's watchers).
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(10_000).keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(10_000)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     loop {
         tokio::select! {

@@ -20,10 +20,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::State;
 use crate::cache::{CacheEvent, Entry, EventType, WatchError, WatchStart};
-use crate::web::{Body, Format, JSON, Negotiated, Query, ResourcePath};
 use crate::list::{Filter, too_large};
 use crate::output::{self, IncludeObject};
 use crate::registry::CACHE_WAIT;
+use crate::web::{Body, Format, JSON, Negotiated, Query, ResourcePath};
 
 /// How often bookmarks go out to watchers that asked for them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -79,7 +79,8 @@ impl Framer {
         let v = e.to_json();
         let bytes = match self.n.format {
             Format::Protobuf => {
-                let def = kubesvc_api::schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.Status").expect("Status is in the schema table");
+                let def = kubesvc_api::schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.Status")
+                    .expect("Status is in the schema table");
                 kubesvc_wire::encode_object(&v, def, "v1", "Status")
             }
             _ => serde_json::to_vec(&v).expect("a JSON value serializes"),
@@ -104,17 +105,30 @@ fn visible(filter: &Filter, ev: &CacheEvent) -> Option<EventType> {
     }
 }
 
-pub async fn watch(state: &Arc<State>, rp: &ResourcePath, q: &Query, n: Negotiated) -> Result<Response<Body>, StatusError> {
+pub async fn watch(
+    state: &Arc<State>,
+    rp: &ResourcePath,
+    q: &Query,
+    n: Negotiated,
+) -> Result<Response<Body>, StatusError> {
     let r = rp.resource;
     if n.format == Format::Yaml {
-        return Err(StatusError::not_acceptable("only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf"));
+        return Err(StatusError::not_acceptable(
+            "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf",
+        ));
     }
     let include = IncludeObject::parse(q.get("includeObject"))?;
     let mut filter = Filter::from_query(rp, q)?;
     if let Some(name) = &rp.name {
         match filter.fields.required("metadata.name") {
-            Some(n) if n != name => return Err(StatusError::bad_request("fieldSelector metadata.name doesn't match requested name")),
-            _ => filter.fields.terms.push(kubesvc_api::selector::FieldTerm { field: "metadata.name".into(), value: name.clone(), negated: false }),
+            Some(n) if n != name => {
+                return Err(StatusError::bad_request("fieldSelector metadata.name doesn't match requested name"));
+            }
+            _ => filter.fields.terms.push(kubesvc_api::selector::FieldTerm {
+                field: "metadata.name".into(),
+                value: name.clone(),
+                negated: false,
+            }),
         }
     }
     let rv = q.get("resourceVersion").unwrap_or_default().to_string();
@@ -149,7 +163,8 @@ pub async fn watch(state: &Arc<State>, rp: &ResourcePath, q: &Query, n: Negotiat
         }
         WatchStart::Initial
     } else {
-        let want: i64 = rv.parse().map_err(|_| StatusError::bad_request(format!("invalid resource version: {rv:?}")))?;
+        let want: i64 =
+            rv.parse().map_err(|_| StatusError::bad_request(format!("invalid resource version: {rv:?}")))?;
         if !state.registry.cache.wait_for(want, CACHE_WAIT).await {
             return Err(too_large(want, state.registry.cache.rv()));
         }

@@ -94,7 +94,9 @@ fn resource_target(group: &str, version: &str, rest: &[&str]) -> Target {
         namespace = rest[1].to_string();
         rest = rest[2..].to_vec();
     }
-    let Some(resource) = resources::find(group, version, rest[0]) else { return Target::NoSuchResource };
+    let Some(resource) = resources::find(group, version, rest[0]) else {
+        return Target::NoSuchResource;
+    };
     if resource.namespaced && namespace.is_empty() && rest.len() > 1 {
         return Target::NoSuchResource;
     }
@@ -161,7 +163,9 @@ impl Query {
     pub fn int(&self, k: &str) -> Result<Option<i64>, StatusError> {
         match self.get(k).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| StatusError::bad_request(format!("invalid value for {k}: {v:?}"))),
+            Some(v) => {
+                v.parse().map(Some).map_err(|_| StatusError::bad_request(format!("invalid value for {k}: {v:?}")))
+            }
         }
     }
 }
@@ -176,7 +180,13 @@ pub async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, StatusError
 }
 
 fn media_type(ct: Option<&HeaderValue>) -> String {
-    ct.and_then(|v| v.to_str().ok()).unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+    ct.and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Go's description of where a JSON body went wrong, approximated from serde's error.
@@ -185,7 +195,8 @@ fn json_error_text(body: &[u8], e: &serde_json::Error) -> String {
         return "unexpected end of JSON input".into();
     }
     let (line, col) = (e.line(), e.column());
-    let offset: usize = body.split(|c| *c == b'\n').take(line.saturating_sub(1)).map(|l| l.len() + 1).sum::<usize>() + col.saturating_sub(1);
+    let offset: usize = body.split(|c| *c == b'\n').take(line.saturating_sub(1)).map(|l| l.len() + 1).sum::<usize>()
+        + col.saturating_sub(1);
     match body.get(offset) {
         Some(c) if e.is_syntax() => format!("invalid character '{}' looking for beginning of value", *c as char),
         _ => e.to_string(),
@@ -210,12 +221,17 @@ pub fn decode_object(headers: &HeaderMap, body: &[u8], r: &'static Resource) -> 
     };
     match media_type(headers.get(header::CONTENT_TYPE)).as_str() {
         "" | JSON | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            unrecognized(format!("couldn't get version/kind; json parse error: {} ({})", json_error_text(body, &e), body_summary(body)))
+            unrecognized(format!(
+                "couldn't get version/kind; json parse error: {} ({})",
+                json_error_text(body, &e),
+                body_summary(body)
+            ))
         }),
-        YAML | "application/x-yaml" | "text/yaml" => {
-            serde_saphyr::from_slice::<Value>(body).map_err(|e| unrecognized(format!("error converting YAML to JSON: yaml: {e}")))
+        YAML | "application/x-yaml" | "text/yaml" => serde_saphyr::from_slice::<Value>(body)
+            .map_err(|e| unrecognized(format!("error converting YAML to JSON: yaml: {e}"))),
+        kubesvc_wire::CONTENT_TYPE => {
+            kubesvc_wire::decode_object(body, r.schema()).map(|(_, v)| v).map_err(|e| unrecognized(e.to_string()))
         }
-        kubesvc_wire::CONTENT_TYPE => kubesvc_wire::decode_object(body, r.schema()).map(|(_, v)| v).map_err(|e| unrecognized(e.to_string())),
         _ => Err(StatusError::unsupported_media_type(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
         )),
@@ -229,7 +245,9 @@ pub fn decode_meta(headers: &HeaderMap, body: &[u8], def: &'static str) -> Resul
     }
     let schema = kubesvc_api::schema::def(def).expect("meta types are in the schema table");
     let mut v = match media_type(headers.get(header::CONTENT_TYPE)).as_str() {
-        kubesvc_wire::CONTENT_TYPE => kubesvc_wire::decode_object(body, schema).map(|(_, v)| v).map_err(|e| StatusError::bad_request(e.to_string()))?,
+        kubesvc_wire::CONTENT_TYPE => kubesvc_wire::decode_object(body, schema)
+            .map(|(_, v)| v)
+            .map_err(|e| StatusError::bad_request(e.to_string()))?,
         YAML => serde_saphyr::from_slice::<Value>(body).map_err(|e| StatusError::bad_request(e.to_string()))?,
         _ => serde_json::from_slice(body).map_err(|e| StatusError::bad_request(json_error_text(body, &e)))?,
     };
@@ -327,7 +345,8 @@ pub fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
             continue;
         }
         seen.push(w);
-        let text: String = w.chars().filter(|c| !c.is_control()).collect::<String>().replace('\\', "\\\\").replace('"', "\\\"");
+        let text: String =
+            w.chars().filter(|c| !c.is_control()).collect::<String>().replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{text}\"")) {
             resp.headers_mut().append(header::WARNING, v);
         }
@@ -337,7 +356,8 @@ pub fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
 pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static(JSON)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static(JSON)));
     resp
 }
 
@@ -358,7 +378,8 @@ pub fn respond_error(e: &StatusError, n: Negotiated) -> Response<Body> {
     let v = e.to_json();
     match n.format {
         Format::Protobuf => {
-            let def = kubesvc_api::schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.Status").expect("Status is in the schema table");
+            let def = kubesvc_api::schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.Status")
+                .expect("Status is in the schema table");
             respond(status, kubesvc_wire::CONTENT_TYPE, kubesvc_wire::encode_object(&v, def, "v1", "Status"))
         }
         f => respond_value(status, f, &v),
@@ -372,11 +393,17 @@ mod tests {
     #[test]
     fn routes() {
         let Target::Resource(r) = route("/api/v1/namespaces/default/services/web") else { panic!() };
-        assert_eq!((r.resource.plural, r.namespace.as_str(), r.name.as_deref(), r.sub), ("services", "default", Some("web"), None));
+        assert_eq!(
+            (r.resource.plural, r.namespace.as_str(), r.name.as_deref(), r.sub),
+            ("services", "default", Some("web"), None)
+        );
         let Target::Resource(r) = route("/api/v1/namespaces/demo") else { panic!() };
         assert_eq!((r.resource.plural, r.name.as_deref()), ("namespaces", Some("demo")));
         let Target::Resource(r) = route("/api/v1/namespaces/demo/finalize") else { panic!() };
-        assert_eq!((r.resource.plural, r.name.as_deref(), r.sub), ("namespaces", Some("demo"), Some(Subresource::Finalize)));
+        assert_eq!(
+            (r.resource.plural, r.name.as_deref(), r.sub),
+            ("namespaces", Some("demo"), Some(Subresource::Finalize))
+        );
         let Target::Resource(r) = route("/apis/apps/v1/namespaces/d/deployments/web/scale") else { panic!() };
         assert_eq!(r.sub, Some(Subresource::Scale));
         let Target::Resource(r) = route("/api/v1/pods") else { panic!() };

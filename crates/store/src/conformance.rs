@@ -10,9 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{
-    Compare, Error, EventKind, KeyValue, Op, RangeRequest, Store, Txn, TxnResponse, WatchBatch, WatchStream,
-};
+use crate::{Compare, Error, EventKind, KeyValue, Op, RangeRequest, Store, Txn, TxnResponse, WatchBatch, WatchStream};
 
 /// Instantiates every conformance case for a backend: `conformance_tests!(|| async { MyStore::new() });`
 #[macro_export]
@@ -75,10 +73,7 @@ pub async fn create_get_update_delete(store: &dyn Store) {
     let r1 = commit(store, Txn::create("/a", b("one"))).await;
     assert_eq!(r1, start + 1, "each transaction takes the next revision");
     let kv = store.get(b"/a").await.unwrap().expect("created key");
-    assert_eq!(
-        kv,
-        KeyValue { key: b("/a"), value: b("one"), create_revision: r1, mod_revision: r1, version: 1 }
-    );
+    assert_eq!(kv, KeyValue { key: b("/a"), value: b("one"), create_revision: r1, mod_revision: r1, version: 1 });
     // Creating again fails and reports what is there.
     match store.txn(Txn::create("/a", b("again"))).await.unwrap() {
         TxnResponse::Failed { current, revision } => {
@@ -183,7 +178,8 @@ pub async fn range_prefix_limit_count(store: &dyn Store) {
         .unwrap();
     assert_eq!(rest.kvs.len(), 7);
     assert_eq!(rest.kvs[0].key, b("/r/03"));
-    let open = store.range(RangeRequest { start: b"/r/05".to_vec(), end: vec![0], ..Default::default() }).await.unwrap();
+    let open =
+        store.range(RangeRequest { start: b"/r/05".to_vec(), end: vec![0], ..Default::default() }).await.unwrap();
     assert_eq!(open.kvs.len(), 5 + 1, "an end of [0] is open-ended");
 }
 
@@ -229,11 +225,7 @@ pub async fn watch_replays_history(store: &dyn Store) {
     }
     assert_eq!(
         seen,
-        vec![
-            (EventKind::Put, r1, None),
-            (EventKind::Put, r2, Some(b("1"))),
-            (EventKind::Delete, r3, Some(b("2"))),
-        ]
+        vec![(EventKind::Put, r1, None), (EventKind::Put, r2, Some(b("1"))), (EventKind::Delete, r3, Some(b("2"))),]
     );
     // Then live, with no gap or duplicate.
     let r4 = commit(store, Txn::create("/h/a", b("3"))).await;
@@ -304,8 +296,11 @@ pub async fn compaction_keeps_live_values(store: &dyn Store) {
     model.insert("/live/00".into(), "after".into());
     store.compact(compact_at).await.unwrap();
     let got = store.range(RangeRequest::prefix(b"/live/")).await.unwrap();
-    let got: BTreeMap<_, _> =
-        got.kvs.iter().map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), String::from_utf8_lossy(&kv.value).into_owned())).collect();
+    let got: BTreeMap<_, _> = got
+        .kvs
+        .iter()
+        .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), String::from_utf8_lossy(&kv.value).into_owned()))
+        .collect();
     assert_eq!(got, model, "compaction removes no live value");
     // The state at the compacted revision itself is still readable, older ones are not.
     let at = store.range(RangeRequest { revision: compact_at, ..RangeRequest::prefix(b"/live/") }).await.unwrap();
@@ -413,7 +408,10 @@ pub async fn check_model(store: &dyn Store, model: &BTreeMap<String, (String, i6
         .kvs
         .into_iter()
         .map(|kv| {
-            (String::from_utf8_lossy(&kv.key).into_owned(), (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision),
+            )
         })
         .collect();
     assert_eq!(&got, model, "every live object, and only those, with its last revision");

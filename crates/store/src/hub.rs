@@ -39,7 +39,12 @@ impl Hub {
         let _ = self.tx.send(Arc::new(batch));
     }
 
-    pub async fn watch(&self, source: Arc<dyn HistorySource>, prefix: Vec<u8>, start: i64) -> Result<WatchStream, Error> {
+    pub async fn watch(
+        &self,
+        source: Arc<dyn HistorySource>,
+        prefix: Vec<u8>,
+        start: i64,
+    ) -> Result<WatchStream, Error> {
         // Subscribe before reading history, so that nothing committed in between is missed.
         let mut live = self.tx.subscribe();
         let mut next = if start == 0 { source.current_revision()? + 1 } else { start };

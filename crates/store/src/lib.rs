@@ -13,8 +13,8 @@
 
 pub mod conformance;
 mod hub;
-mod mvcc;
 pub mod memory;
+mod mvcc;
 pub mod redb;
 mod types;
 

@@ -49,7 +49,9 @@ impl ReadEngine for State {
     }
 
     fn version_at(&self, key: &[u8], rev: i64) -> Result<Option<Version>, Error> {
-        let Some(versions) = self.keys.get(key) else { return Ok(None) };
+        let Some(versions) = self.keys.get(key) else {
+            return Ok(None);
+        };
         let idx = versions.partition_point(|v| v.rev <= rev);
         Ok(idx.checked_sub(1).map(|i| versions[i].clone()))
     }

@@ -45,7 +45,8 @@ impl Version {
     }
 
     pub fn decode(key: &[u8], rev: i64, bytes: &[u8]) -> Result<Version, Error> {
-        let corrupt = |reason: &str| Error::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: reason.into() };
+        let corrupt =
+            |reason: &str| Error::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: reason.into() };
         if bytes.len() < 17 {
             return Err(corrupt("short version record"));
         }
@@ -155,7 +156,13 @@ pub(crate) fn apply_txn(engine: &mut dyn WriteEngine, txn: &Txn) -> Result<(TxnR
 }
 
 fn tombstone_kv(key: &[u8], rev: i64) -> KeyValue {
-    KeyValue { key: Bytes::copy_from_slice(key), value: Bytes::new(), create_revision: 0, mod_revision: rev, version: 0 }
+    KeyValue {
+        key: Bytes::copy_from_slice(key),
+        value: Bytes::new(),
+        create_revision: 0,
+        mod_revision: rev,
+        version: 0,
+    }
 }
 
 fn check_readable(revs: Revisions, rev: i64) -> Result<i64, Error> {
@@ -211,7 +218,9 @@ pub(crate) fn history(engine: &dyn ReadEngine, prefix: &[u8], from: i64) -> Resu
             if !key.starts_with(prefix) {
                 continue;
             }
-            let Some(now) = engine.version_at(&key, rev)? else { continue };
+            let Some(now) = engine.version_at(&key, rev)? else {
+                continue;
+            };
             let prev = engine.version_at(&key, rev - 1)?.and_then(|v| v.into_kv(&key));
             let event = match now.value {
                 Some(_) => Event { kind: EventKind::Put, kv: now.into_kv(&key).expect("live"), prev },

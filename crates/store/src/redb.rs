@@ -109,9 +109,7 @@ fn read_snapshot<T>(db: &Database, f: impl FnOnce(&dyn ReadEngine) -> Result<T, 
 }
 
 fn read_revisions(meta: &impl ReadableTable<&'static str, u64>) -> Result<Revisions, Error> {
-    let get = |k: &str| -> Result<i64, Error> {
-        Ok(meta.get(k).map_err(backend)?.map_or(0, |v| v.value() as i64))
-    };
+    let get = |k: &str| -> Result<i64, Error> { Ok(meta.get(k).map_err(backend)?.map_or(0, |v| v.value() as i64)) };
     Ok(Revisions { current: get("current")?, compacted: get("compacted")? })
 }
 

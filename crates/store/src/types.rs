@@ -79,9 +79,14 @@ impl Compare {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Put { key: Vec<u8>, value: Bytes },
+    Put {
+        key: Vec<u8>,
+        value: Bytes,
+    },
     /// Deleting a key that does not exist is not an error and changes nothing.
-    Delete { key: Vec<u8> },
+    Delete {
+        key: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -103,10 +108,7 @@ impl Txn {
     /// Creates `key`, failing if it exists.
     pub fn create(key: impl Into<Vec<u8>>, value: impl Into<Bytes>) -> Self {
         let key = key.into();
-        Txn {
-            compares: vec![Compare::ModRevision(key.clone(), 0)],
-            ops: vec![Op::Put { key, value: value.into() }],
-        }
+        Txn { compares: vec![Compare::ModRevision(key.clone(), 0)], ops: vec![Op::Put { key, value: value.into() }] }
     }
 
     /// Replaces `key` if it was last modified at `mod_revision`.

@@ -181,7 +181,9 @@ impl Cluster {
 
     /// Stops the server with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.server.take() else { return Ok(()) };
+        let Some(mut child) = self.server.take() else {
+            return Ok(());
+        };
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -235,9 +237,13 @@ impl Cluster {
     pub fn kubectl_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
         let mut cmd = self.kubectl_command(args);
         cmd.envs(env.iter().copied());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("kubectl could not run ({e}): the kubectl tests need kubectl on PATH (1.32 ships with these machines)")
+            panic!(
+                "kubectl could not run ({e}): the kubectl tests need kubectl on PATH (1.32 ships with these machines)"
+            )
         });
         if let Some(input) = stdin {
             use std::io::Write as _;
@@ -283,7 +289,10 @@ impl Drop for Cluster {
             eprintln!("---- kubesvc server log ----\n{}", self.log());
         }
         if let Some(mut child) = self.server.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));

@@ -104,7 +104,8 @@ pub fn encode_list_raw<'a>(
     api_version: &str,
     list_kind: &str,
 ) -> Vec<u8> {
-    let meta_def = schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta").expect("ListMeta is in the schema table");
+    let meta_def =
+        schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta").expect("ListMeta is in the schema table");
     let mut raw = Writer::new();
     raw.message(1, &encode_raw(list_meta, meta_def));
     for item in raw_items {
@@ -128,7 +129,8 @@ pub fn encode_list<'a>(
 /// Decodes a list envelope into its ListMeta and items (for clients and tests).
 pub fn decode_list(body: &[u8], item_def: &'static Def) -> Result<(TypeMeta, Value, Vec<Value>), Error> {
     let (tm, raw) = decode_envelope(body)?;
-    let meta_def = schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta").expect("ListMeta is in the schema table");
+    let meta_def =
+        schema::def("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta").expect("ListMeta is in the schema table");
     let mut r = Reader::new(raw);
     let (mut list_meta, mut items) = (Value::Object(Map::new()), Vec::new());
     while let Some((tag, wt)) = r.key()? {
@@ -155,9 +157,19 @@ pub fn encode_watch_frame(event_type: &str, object_envelope: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Splits one watch frame off `buf`: (event type, object envelope, rest).
-pub fn decode_watch_frame(buf: &[u8]) -> Result<Option<(String, Vec<u8>, &[u8])>, Error> {
-    let Some((len, rest)) = buf.split_first_chunk::<4>() else { return Ok(None) };
+/// One decoded watch frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchFrame {
+    pub event_type: String,
+    /// The object's full envelope.
+    pub object: Vec<u8>,
+}
+
+/// Splits one watch frame off `buf`, returning it and the rest; `None` until a whole frame is there.
+pub fn decode_watch_frame(buf: &[u8]) -> Result<Option<(WatchFrame, &[u8])>, Error> {
+    let Some((len, rest)) = buf.split_first_chunk::<4>() else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes(*len) as usize;
     if rest.len() < len {
         return Ok(None);
@@ -180,7 +192,7 @@ pub fn decode_watch_frame(buf: &[u8]) -> Result<Option<(String, Vec<u8>, &[u8])>
             (_, wt) => r.skip(wt)?,
         }
     }
-    Ok(Some((ty, obj, rest)))
+    Ok(Some((WatchFrame { event_type: ty, object: obj }, rest)))
 }
 
 /// Wraps a raw message in the envelope (the magic and a runtime.Unknown).

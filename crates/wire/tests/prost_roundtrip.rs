@@ -84,13 +84,26 @@ fn pod_with_flattened_embeddings() {
     let vol = &spec.volumes[0];
     assert_eq!(vol.volume_source.as_ref().unwrap().config_map.as_ref().unwrap().default_mode, Some(420));
     assert_eq!(
-        vol.volume_source.as_ref().unwrap().config_map.as_ref().unwrap().local_object_reference.as_ref().unwrap().name.as_deref(),
+        vol.volume_source
+            .as_ref()
+            .unwrap()
+            .config_map
+            .as_ref()
+            .unwrap()
+            .local_object_reference
+            .as_ref()
+            .unwrap()
+            .name
+            .as_deref(),
         Some("cfg"),
         "ConfigMapVolumeSource.name lives in the embedded LocalObjectReference"
     );
     let c = &spec.containers[0];
     let probe = c.readiness_probe.as_ref().unwrap();
-    assert_eq!(probe.handler.as_ref().unwrap().http_get.as_ref().unwrap().port.as_ref().unwrap().str_val.as_deref(), Some("http"));
+    assert_eq!(
+        probe.handler.as_ref().unwrap().http_get.as_ref().unwrap().port.as_ref().unwrap().str_val.as_deref(),
+        Some("http")
+    );
     assert_eq!(c.security_context.as_ref().unwrap().run_as_user, Some(0), "a pointer to 0 survives");
     assert_eq!(c.resources.as_ref().unwrap().limits.get("cpu").unwrap().string.as_deref(), Some("500m"));
     assert_eq!(spec.termination_grace_period_seconds, Some(0));
@@ -188,12 +201,12 @@ fn watch_frames() {
     let inner = envelope("v1", "Namespace", b"");
     let mut stream = kubesvc_wire::encode_watch_frame("ADDED", &inner);
     stream.extend(kubesvc_wire::encode_watch_frame("DELETED", &inner));
-    let (ty, obj, rest) = kubesvc_wire::decode_watch_frame(&stream).unwrap().unwrap();
-    assert_eq!((ty.as_str(), obj.as_slice()), ("ADDED", inner.as_slice()));
+    let (frame, rest) = kubesvc_wire::decode_watch_frame(&stream).unwrap().unwrap();
+    assert_eq!((frame.event_type.as_str(), frame.object.as_slice()), ("ADDED", inner.as_slice()));
     let ev = meta::WatchEvent::decode(&stream[4..4 + (stream.len() - rest.len() - 4)]).unwrap();
     assert_eq!(ev.r#type.as_deref(), Some("ADDED"));
-    let (ty, _, rest) = kubesvc_wire::decode_watch_frame(rest).unwrap().unwrap();
-    assert_eq!(ty, "DELETED");
+    let (frame, rest) = kubesvc_wire::decode_watch_frame(rest).unwrap().unwrap();
+    assert_eq!(frame.event_type, "DELETED");
     assert!(rest.is_empty());
 }
 

@@ -10,7 +10,11 @@ pub fn cluster() -> Cluster {
 
 /// A table's rows, split on whitespace (cells here never contain spaces).
 pub fn rows(table: &str) -> Vec<Vec<String>> {
-    table.lines().map(|l| l.split_whitespace().map(str::to_owned).collect()).filter(|r: &Vec<String>| !r.is_empty()).collect()
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .filter(|r: &Vec<String>| !r.is_empty())
+        .collect()
 }
 
 /// The row whose first cell is `name`.

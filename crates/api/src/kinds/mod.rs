@@ -14,7 +14,9 @@ use crate::meta;
 use crate::validation::{ErrorList, NameRule};
 
 pub use apps::{DeploymentRules, ReplicaSetRules};
-pub use core::{EndpointsRules, EventRules, LeaseRules, NAMESPACE_FINALIZER, NAMESPACE_NAME_LABEL, NamespaceRules, NodeRules};
+pub use core::{
+    EndpointsRules, EventRules, LeaseRules, NAMESPACE_FINALIZER, NAMESPACE_NAME_LABEL, NamespaceRules, NodeRules,
+};
 pub use discovery::EndpointSliceRules;
 pub use pod::{PodRules, default_pod_spec, qos_class};
 pub use service::ServiceRules;
@@ -160,7 +162,9 @@ pub fn apply_generation(policy: Generation, new: &mut Value, old: Option<&Value>
     let changed = match policy {
         Generation::Untracked => false,
         Generation::Spec => new.get("spec") != old.get("spec"),
-        Generation::SpecOrAnnotations => new.get("spec") != old.get("spec") || meta::annotations(new) != meta::annotations(old),
+        Generation::SpecOrAnnotations => {
+            new.get("spec") != old.get("spec") || meta::annotations(new) != meta::annotations(old)
+        }
         Generation::ContentOrLabels => {
             let outside_meta = |v: &Value| -> Vec<(String, Value)> {
                 v.as_object()

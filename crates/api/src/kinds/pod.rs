@@ -79,10 +79,36 @@ fn default_container(c: &mut Value) {
 }
 
 const VOLUME_SOURCES: &[&str] = &[
-    "hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs", "iscsi",
-    "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder", "cephfs", "flocker", "downwardAPI", "fc",
-    "azureFile", "configMap", "vsphereVolume", "quobyte", "azureDisk", "photonPersistentDisk", "projected",
-    "portworxVolume", "scaleIO", "storageos", "csi", "ephemeral", "image",
+    "hostPath",
+    "emptyDir",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "gitRepo",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "persistentVolumeClaim",
+    "rbd",
+    "flexVolume",
+    "cinder",
+    "cephfs",
+    "flocker",
+    "downwardAPI",
+    "fc",
+    "azureFile",
+    "configMap",
+    "vsphereVolume",
+    "quobyte",
+    "azureDisk",
+    "photonPersistentDisk",
+    "projected",
+    "portworxVolume",
+    "scaleIO",
+    "storageos",
+    "csi",
+    "ephemeral",
+    "image",
 ];
 
 fn default_volume(v: &mut Value) {
@@ -201,12 +227,20 @@ fn validate_ports(ports: &[Value], path: &str, errs: &mut ErrorList) {
         match p.get("protocol").and_then(Value::as_str) {
             None => errs.push(FieldError::required(format!("{at}.protocol"), "")),
             Some("TCP" | "UDP" | "SCTP") => {}
-            Some(other) => errs.push(FieldError::not_supported(format!("{at}.protocol"), other, &["SCTP", "TCP", "UDP"])),
+            Some(other) => {
+                errs.push(FieldError::not_supported(format!("{at}.protocol"), other, &["SCTP", "TCP", "UDP"]))
+            }
         }
     }
 }
 
-fn validate_containers(list: &[Value], path: &str, seen: &mut HashSet<String>, volumes: &HashSet<String>, errs: &mut ErrorList) {
+fn validate_containers(
+    list: &[Value],
+    path: &str,
+    seen: &mut HashSet<String>,
+    volumes: &HashSet<String>,
+    errs: &mut ErrorList,
+) {
     for (i, c) in list.iter().enumerate() {
         let at = format!("{path}[{i}]");
         let name = str_at(c, &["name"]);
@@ -278,9 +312,11 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> ErrorList {
     match spec.get("restartPolicy").and_then(Value::as_str) {
         None => errs.push(FieldError::required(format!("{path}.restartPolicy"), "")),
         Some("Always" | "OnFailure" | "Never") => {}
-        Some(other) => {
-            errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), other, &["Always", "OnFailure", "Never"]))
-        }
+        Some(other) => errs.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            other,
+            &["Always", "OnFailure", "Never"],
+        )),
     }
     match spec.get("dnsPolicy").and_then(Value::as_str) {
         None => errs.push(FieldError::required(format!("{path}.dnsPolicy"), "")),
@@ -306,7 +342,11 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> ErrorList {
     if let Some(g) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64)
         && g < 0
     {
-        errs.push(FieldError::invalid(format!("{path}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            format!("{path}.terminationGracePeriodSeconds"),
+            g,
+            "must be greater than or equal to 0",
+        ));
     }
     errs
 }
@@ -317,7 +357,9 @@ const MUTABLE_SPEC_MSG: &str = "pod updates may not change fields other than `sp
 fn without_mutable(spec: &Value, from: &Value) -> Value {
     let mut s = spec.clone();
     for list in ["containers", "initContainers"] {
-        if let (Some(cs), Some(src)) = (s.get_mut(list).and_then(Value::as_array_mut), from.get(list).and_then(Value::as_array)) {
+        if let (Some(cs), Some(src)) =
+            (s.get_mut(list).and_then(Value::as_array_mut), from.get(list).and_then(Value::as_array))
+        {
             for (c, o) in cs.iter_mut().zip(src) {
                 if let (Some(m), Some(img)) = (c.as_object_mut(), o.get("image")) {
                     m.insert("image".into(), img.clone());
@@ -496,7 +538,12 @@ mod tests {
         let text = errs.aggregate();
         assert!(text.contains("spec.containers[0].name: Invalid value: \"Web\""), "{text}");
         assert!(text.contains("spec.containers[0].image: Required value"), "{text}");
-        assert!(text.contains("spec.containers[0].ports[0].name: Invalid value: \"http--x\": must not contain consecutive hyphens (-)"), "{text}");
+        assert!(
+            text.contains(
+                "spec.containers[0].ports[0].name: Invalid value: \"http--x\": must not contain consecutive hyphens (-)"
+            ),
+            "{text}"
+        );
         assert!(text.contains("spec.containers[0].ports[0].containerPort: Required value"), "{text}");
         assert!(text.contains("spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""), "{text}");
         assert_eq!(is_valid_port_name("8080"), vec!["must contain at least one letter (a-z)"]);
@@ -505,7 +552,8 @@ mod tests {
     #[test]
     fn graceful_delete() {
         let r = PodRules;
-        let scheduled = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5}, "status": {"phase": "Running"}});
+        let scheduled =
+            json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5}, "status": {"phase": "Running"}});
         assert_eq!(r.grace_period(&scheduled, None), Some(5));
         assert_eq!(r.grace_period(&scheduled, Some(0)), Some(0));
         assert_eq!(r.grace_period(&json!({"spec": {}}), None), Some(0), "unscheduled pods go at once");
@@ -521,6 +569,8 @@ mod tests {
         new["spec"]["containers"][0]["image"] = json!("x:2");
         assert!(r.validate_update(&new, &old).is_empty());
         new["spec"]["restartPolicy"] = json!("Never");
-        assert!(r.validate_update(&new, &old).aggregate().starts_with("spec: Forbidden: pod updates may not change fields"));
+        assert!(
+            r.validate_update(&new, &old).aggregate().starts_with("spec: Forbidden: pod updates may not change fields")
+        );
     }
 }

@@ -89,7 +89,12 @@ fn is_zero(v: &Value) -> bool {
 impl Walk {
     fn type_error(&self, got: &Value, go_type: impl std::fmt::Display, owner: &Def, _prop: Option<&Prop>) -> TypeError {
         let message = if self.go_path.is_empty() {
-            format!("json: cannot unmarshal {} into Go value of type {}.{}", kind_of(got), owner.package(), owner.short_name())
+            format!(
+                "json: cannot unmarshal {} into Go value of type {}.{}",
+                kind_of(got),
+                owner.package(),
+                owner.short_name()
+            )
         } else {
             format!(
                 "json: cannot unmarshal {} into Go struct field {}.{} of type {}",
@@ -181,13 +186,17 @@ impl Walk {
             }
             Ty::Any => return Ok(true),
             Ty::Ref(i) => {
-                let Value::Object(map) = v else { return bad(self, v) };
+                let Value::Object(map) = v else {
+                    return bad(self, v);
+                };
                 self.object(def_at(*i), map)?;
                 return Ok(true);
             }
             Ty::Special(s) => return self.special(owner, prop, *s, v),
             Ty::List(elem) => {
-                let Value::Array(items) = v else { return bad(self, v) };
+                let Value::Array(items) = v else {
+                    return bad(self, v);
+                };
                 for (i, item) in items.iter_mut().enumerate() {
                     let plen = self.path.len();
                     self.path.push_str(&format!("[{i}]"));
@@ -198,7 +207,9 @@ impl Walk {
                 return Ok(!items.is_empty());
             }
             Ty::Map(elem) => {
-                let Value::Object(entries) = v else { return bad(self, v) };
+                let Value::Object(entries) = v else {
+                    return bad(self, v);
+                };
                 for (k, item) in entries.iter_mut() {
                     let plen = self.path.len();
                     self.path.push('.');
@@ -310,10 +321,16 @@ mod tests {
     fn type_errors_read_like_go() {
         let mut v = json!({"spec": {"ports": [{"port": "eighty"}]}});
         let e = canonicalize(svc(), &mut v).unwrap_err();
-        assert_eq!(e.message, "json: cannot unmarshal string into Go struct field ServicePort.spec.ports.port of type int32");
+        assert_eq!(
+            e.message,
+            "json: cannot unmarshal string into Go struct field ServicePort.spec.ports.port of type int32"
+        );
         let mut v = json!({"spec": {"ports": {"port": 1}}});
         let e = canonicalize(svc(), &mut v).unwrap_err();
-        assert_eq!(e.message, "json: cannot unmarshal object into Go struct field ServiceSpec.spec.ports of type []v1.ServicePort");
+        assert_eq!(
+            e.message,
+            "json: cannot unmarshal object into Go struct field ServiceSpec.spec.ports of type []v1.ServicePort"
+        );
         let mut v = json!({"spec": {"ports": [{"port": 4294967296i64}]}});
         assert!(canonicalize(svc(), &mut v).unwrap_err().message.contains("number 4294967296"));
         let mut v = json!([]);

@@ -4,6 +4,7 @@
 //! errors and the protobuf codec. `generated.rs` is written by `tools/pbgen`.
 
 mod canonical;
+#[rustfmt::skip]
 mod generated;
 
 use std::collections::HashMap;
