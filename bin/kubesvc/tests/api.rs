@@ -510,3 +510,141 @@ fn kube_runtime_watcher() {
         }
     });
 }
+
+/// Edge cases of deletion, binding and scale that must not misbehave.
+#[test]
+fn deletion_binding_and_scale_edges() {
+    let c = common::cluster();
+    c.rt.block_on(async {
+        let client = c.client().await.unwrap();
+        let pods: Api<Pod> = Api::default_namespaced(client.clone());
+        let pod = |name: &str| -> Pod {
+            serde_json::from_value(
+                json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+            )
+            .unwrap()
+        };
+        let bind = |name: &'static str, node: &'static str| {
+            let client = client.clone();
+            async move {
+                raw(
+                    &client,
+                    Method::POST,
+                    &format!("/api/v1/namespaces/default/pods/{name}/binding"),
+                    &[("Content-Type", "application/json")],
+                    format!(r#"{{"metadata":{{"name":"{name}"}},"target":{{"kind":"Node","name":"{node}"}}}}"#),
+                )
+                .await
+                .0
+            }
+        };
+
+        // Racing binders: exactly one wins.
+        pods.create(&PostParams::default(), &pod("race")).await.unwrap();
+        let (a, b) = tokio::join!(bind("race", "node-a"), bind("race", "node-b"));
+        let mut statuses = [a, b];
+        statuses.sort();
+        assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
+
+        // An absurd grace period is refused, not overflowed.
+        let (status, _, body) = raw(
+            &client,
+            Method::DELETE,
+            "/api/v1/namespaces/default/pods/race?gracePeriodSeconds=300000000000",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body:?}");
+        assert!(pods.get_opt("race").await.unwrap().is_some());
+
+        // Graceful delete, then delete now, then the last finalizer goes: the pod is gone.
+        let mut held = pod("held");
+        held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+        pods.create(&PostParams::default(), &held).await.unwrap();
+        assert_eq!(bind("held", "node-a").await, StatusCode::CREATED);
+        pods.delete("held", &DeleteParams::default()).await.unwrap();
+        pods.delete("held", &DeleteParams::default().grace_period(0)).await.unwrap();
+        assert_eq!(pods.get("held").await.unwrap().metadata.deletion_grace_period_seconds, Some(0));
+        pods.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+            .await
+            .unwrap();
+        assert!(pods.get_opt("held").await.unwrap().is_none());
+
+        // Scale with dryRun changes nothing.
+        c.kubectl(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]).ok();
+        let (status, _, body) = raw(
+            &client,
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/default/deployments/web/scale?dryRun=All",
+            &[("Content-Type", "application/merge-patch+json")],
+            r#"{"spec":{"replicas":9}}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json_of(&body)["spec"]["replicas"], 9);
+        let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+        assert_eq!(deploys.get("web").await.unwrap().spec.replicas, Some(2));
+
+        // Cluster-scoped resources do not live under a namespace.
+        let (status, _, _) = raw(
+            &client,
+            Method::POST,
+            "/api/v1/nodes",
+            &[("Content-Type", "application/json")],
+            r#"{"metadata":{"name":"n1"}}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _, _) = raw(&client, Method::GET, "/api/v1/nodes/n1", &[], Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, _) = raw(&client, Method::GET, "/api/v1/namespaces/default/nodes/n1", &[], Bytes::new()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    });
+}
+
+#[test]
+fn list_and_watch_edges() {
+    let c = common::cluster();
+    c.kubectl(&["create", "namespace", "a"]).ok();
+    c.kubectl(&["create", "namespace", "b"]).ok();
+    c.rt.block_on(async {
+        let client = c.client().await.unwrap();
+        let in_a: Api<Service> = Api::namespaced(client.clone(), "a");
+        let in_b: Api<Service> = Api::namespaced(client.clone(), "b");
+        for i in 0..3 {
+            in_a.create(&PostParams::default(), &svc(&format!("s{i}"))).await.unwrap();
+            in_b.create(&PostParams::default(), &svc(&format!("s{i}"))).await.unwrap();
+        }
+        // A continue token is only good for the list it came from.
+        let page = in_b.list(&ListParams::default().limit(1)).await.unwrap();
+        let token = page.metadata.continue_.unwrap();
+        let (status, _, body) =
+            raw(&client, Method::GET, &format!("/api/v1/namespaces/a/services?limit=1&continue={token}"), &[], Bytes::new()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+
+        // An object leaving a watch's selector is DELETED for it, as the watcher last saw it.
+        in_a.patch("s0", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tier": "web"}}}))).await.unwrap();
+        let rv = in_a.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+        let mut w = in_a.watch(&WatchParams::default().labels("tier=web").timeout(10), &rv).await.unwrap().boxed();
+        in_a.patch("s0", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tier": "db"}}}))).await.unwrap();
+        match w.try_next().await.unwrap() {
+            Some(WatchEvent::Deleted(s)) => {
+                assert_eq!(s.metadata.labels.unwrap()["tier"], "web", "the state the watcher could see");
+                assert!(s.metadata.resource_version.unwrap().parse::<i64>().unwrap() > rv.parse::<i64>().unwrap());
+            }
+            other => panic!("expected DELETED, got {other:?}"),
+        }
+
+        // sendInitialEvents=false without a resourceVersion: only what changes from now on.
+        let req = Request::builder()
+            .uri("/api/v1/namespaces/a/services?watch=1&sendInitialEvents=false&resourceVersionMatch=NotOlderThan&timeoutSeconds=5")
+            .body(kube::client::Body::empty())
+            .unwrap();
+        let mut body = client.send(req).await.unwrap().into_body();
+        in_a.create(&PostParams::default(), &svc("fresh")).await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap().unwrap().unwrap();
+        let ev: Value = serde_json::from_slice(&frame.into_data().unwrap()).unwrap();
+        assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("fresh")));
+    });
+}

@@ -34,8 +34,10 @@ pub fn milli_value(s: &str) -> Option<i128> {
     let split = body.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(body.len());
     let (number, suffix) = body.split_at(split);
     let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    let mantissa: i128 = format!("{int}{frac}").trim_start_matches('0').parse().unwrap_or(0);
-    let scale = frac.len() as i32;
+    let digits = format!("{int}{frac}");
+    let digits = digits.trim_start_matches('0');
+    let mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let scale = i32::try_from(frac.len()).ok()?;
     // value = mantissa * 10^(exp10 - scale) * 2^exp2, in thousandths.
     let (exp10, exp2): (i32, u32) = match suffix {
         "Ki" => (0, 10),
@@ -57,11 +59,12 @@ pub fn milli_value(s: &str) -> Option<i128> {
         exp => (exp[1..].parse().ok()?, 0),
     };
     let mut v = mantissa.checked_mul(1i128.checked_shl(exp2)?)?;
-    let e = exp10 + 3 - scale;
+    let e = exp10.checked_add(3)?.checked_sub(scale)?;
     if e >= 0 {
         v = v.checked_mul(10i128.checked_pow(e as u32)?)?;
     } else {
-        v /= 10i128.checked_pow((-e) as u32)?;
+        // Past 10^38 nothing of the value is left.
+        v = 10i128.checked_pow(e.unsigned_abs()).map_or(0, |d| v / d);
     }
     Some(if neg { -v } else { v })
 }
@@ -79,6 +82,13 @@ mod tests {
         assert_eq!(milli_value("2e3"), Some(2_000_000));
         assert_eq!(milli_value("-1.5k"), Some(-1_500_000));
         assert_eq!(milli_value("bad"), None);
+        assert_eq!(milli_value("1e2147483647"), None, "no overflow panic");
+        assert_eq!(
+            milli_value("123456789012345678901234567890123456789012"),
+            None,
+            "too many digits is no value, not 0"
+        );
+        assert_eq!(milli_value("1e-100"), Some(0));
     }
 
     #[test]

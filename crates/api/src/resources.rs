@@ -268,6 +268,12 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     out
 }
 
+/// The position of a served resource in [`all`], for per-resource tables.
+pub fn index(r: &Resource) -> usize {
+    // Every &Resource comes from the one static slice: the address gives the index.
+    (r as *const Resource as usize - RESOURCES.as_ptr() as usize) / std::mem::size_of::<Resource>()
+}
+
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
@@ -291,5 +297,8 @@ mod tests {
         assert_eq!(find("", "v1", "pods").unwrap().key("default", "x"), "/registry/pods/default/x");
         assert_eq!(find("", "v1", "nodes").unwrap().key("", "n1"), "/registry/nodes/n1");
         assert_eq!(group_versions()[0], ("", "v1"));
+        for (i, r) in all().iter().enumerate() {
+            assert_eq!(index(r), i);
+        }
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -105,17 +106,20 @@ struct State {
     events: VecDeque<Arc<CacheEvent>>,
     /// Every event after this revision is in `events`.
     window_start: i64,
-    /// The store revision this resource's state reflects.
-    rv: i64,
     /// The last revision that changed this resource.
     last_change: i64,
+    /// Live watchers; replaced (closing them all) when the cache relists.
+    tx: broadcast::Sender<Arc<CacheEvent>>,
 }
 
 /// The cache of one resource.
 pub struct ResourceCache {
     pub resource: &'static Resource,
     state: RwLock<State>,
-    tx: broadcast::Sender<Arc<CacheEvent>>,
+    /// The store revision the state reflects. It moves under the write lock when
+    /// events change the state, and without it when a revision left this
+    /// resource alone (its state at the new revision is the same).
+    rv: AtomicI64,
     capacity: usize,
 }
 
@@ -141,6 +145,26 @@ pub enum WatchError {
     TooOld(i64, i64),
 }
 
+/// Which state a list page must show.
+#[derive(Clone, Copy, Debug)]
+pub enum At {
+    /// Whatever the cache holds now.
+    Current,
+    /// The state at this revision: only servable if the resource has not changed since.
+    Exactly(i64),
+}
+
+/// One page of a list.
+pub struct Page {
+    /// The revision the items are at.
+    pub rv: i64,
+    pub items: Vec<Arc<Entry>>,
+    /// How many objects follow the page, counted when asked for; `Some(0)` when none do.
+    pub remaining: Option<usize>,
+    /// Whether more matching objects follow.
+    pub more: bool,
+}
+
 /// The key of an object within its resource: `namespace/name` or `name`.
 pub fn object_key(r: &Resource, namespace: &str, name: &str) -> String {
     if r.namespaced { format!("{namespace}/{name}") } else { name.to_string() }
@@ -155,63 +179,80 @@ impl ResourceCache {
                 objects: BTreeMap::new(),
                 events: VecDeque::new(),
                 window_start: rv,
-                rv,
                 last_change: rv,
+                tx,
             }),
-            tx,
+            rv: AtomicI64::new(rv),
             capacity,
         }
     }
 
     pub fn rv(&self) -> i64 {
-        self.state.read().rv
-    }
-
-    /// The revision this resource last changed at, and the revision its state reflects.
-    pub fn revisions(&self) -> (i64, i64) {
-        let st = self.state.read();
-        (st.last_change, st.rv)
+        self.rv.load(Ordering::Acquire)
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Entry>> {
         self.state.read().objects.get(&object_key(self.resource, namespace, name)).cloned()
     }
 
-    /// The objects in `namespace` (all when `None`) with keys after `after`, in
-    /// key order, and the revision they are at.
-    pub fn snapshot(&self, namespace: Option<&str>, after: Option<&str>) -> (i64, Vec<Arc<Entry>>) {
-        let st = self.state.read();
-        let lo = match after {
-            Some(k) => Bound::Excluded(k.to_string()),
-            None => match namespace {
-                Some(ns) if self.resource.namespaced => Bound::Included(format!("{ns}/")),
-                _ => Bound::Unbounded,
-            },
-        };
-        let items = st
-            .objects
-            .range((lo, Bound::Unbounded))
-            .take_while(|(k, _)| match namespace {
-                Some(ns) if self.resource.namespaced => k.starts_with(ns) && k.as_bytes().get(ns.len()) == Some(&b'/'),
-                _ => true,
-            })
-            .map(|(_, e)| e.clone())
-            .collect();
-        (st.rv, items)
+    /// Every object in `namespace` (all when `None`), in key order, and their revision.
+    pub fn snapshot(&self, namespace: Option<&str>) -> (i64, Vec<Arc<Entry>>) {
+        let page = self.page(namespace, None, At::Current, None, &|_| true, false);
+        let page = page.expect("the current state is always servable");
+        (page.rv, page.items)
     }
 
-    /// How many objects the resource has (in a namespace, or everywhere).
-    pub fn count(&self, namespace: Option<&str>) -> usize {
-        match namespace {
-            None => self.state.read().objects.len(),
-            Some(_) => self.snapshot(namespace, None).1.len(),
+    /// Up to `limit` objects matching `pred`, in `namespace`, after key `after`,
+    /// as of `at`; `None` if the cache no longer has that state. All under one
+    /// read lock, so the items and their revision agree.
+    pub fn page(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        at: At,
+        limit: Option<usize>,
+        pred: &dyn Fn(&Entry) -> bool,
+        count_remaining: bool,
+    ) -> Option<Page> {
+        let st = self.state.read();
+        let current = self.rv();
+        let rv = match at {
+            At::Current => current,
+            At::Exactly(want) if st.last_change <= want && want <= current => want,
+            At::Exactly(_) => return None,
+        };
+        let ns = namespace.filter(|_| self.resource.namespaced);
+        let lo = match (after, ns) {
+            (Some(k), _) => Bound::Excluded(k.to_string()),
+            (None, Some(ns)) => Bound::Included(format!("{ns}/")),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut range = st
+            .objects
+            .range((lo, Bound::Unbounded))
+            .take_while(|(k, _)| ns.is_none_or(|ns| k.starts_with(ns) && k.as_bytes().get(ns.len()) == Some(&b'/')))
+            .map(|(_, e)| e);
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut more = false;
+        for e in range.by_ref() {
+            if !pred(e) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(e.clone());
         }
+        let remaining = count_remaining.then(|| if more { 1 + range.count() } else { 0 });
+        Some(Page { rv, items, remaining, more })
     }
 
     /// Starts a watch: what to send first, and the live events after it.
     pub fn subscribe(&self, start: WatchStart) -> Result<Subscription, WatchError> {
         let st = self.state.read();
-        let live = self.tx.subscribe();
+        let live = st.tx.subscribe();
         let backlog = match start {
             WatchStart::Initial => st
                 .objects
@@ -225,10 +266,14 @@ impl ResourceCache {
                 st.events.iter().filter(|e| e.rv > rv).cloned().collect()
             }
         };
-        Ok(Subscription { backlog, rv: st.rv, live })
+        Ok(Subscription { backlog, rv: self.rv(), live })
     }
 
     fn apply(&self, batch_rv: i64, events: Vec<(EventKind, String, Option<Value>)>) {
+        if events.is_empty() {
+            self.rv.store(batch_rv, Ordering::Release);
+            return;
+        }
         let mut st = self.state.write();
         for (kind, key, value) in events {
             let prev = st.objects.get(&key).cloned();
@@ -239,14 +284,14 @@ impl ResourceCache {
                     let ty = if prev.is_some() { EventType::Modified } else { EventType::Added };
                     CacheEvent { rv: batch_rv, ty, obj: entry, prev }
                 }
-                (EventKind::Delete, _) => {
+                // A deletion, or a value that cannot be read: the object is gone from what we serve.
+                (_, _) => {
                     st.objects.remove(&key);
                     let Some(last) = prev else { continue };
                     // The deletion event carries the last state at the deleting revision.
                     let gone = Arc::new(Entry::build(self.resource, last.value(), batch_rv));
                     CacheEvent { rv: batch_rv, ty: EventType::Deleted, obj: gone, prev: Some(last) }
                 }
-                (EventKind::Put, None) => continue,
             };
             let event = Arc::new(event);
             st.last_change = batch_rv;
@@ -257,65 +302,113 @@ impl ResourceCache {
                 }
             }
             // Nobody listening is fine.
-            let _ = self.tx.send(event);
+            let _ = st.tx.send(event);
         }
-        st.rv = batch_rv;
+        self.rv.store(batch_rv, Ordering::Release);
+    }
+
+    /// Replaces the whole state with `objects` at `rev`, ending every watch.
+    fn reset(&self, objects: BTreeMap<String, Arc<Entry>>, rev: i64) {
+        let mut st = self.state.write();
+        st.objects = objects;
+        st.events.clear();
+        st.window_start = rev;
+        st.last_change = rev;
+        st.tx = broadcast::channel(self.capacity.max(16)).0;
+        self.rv.store(rev, Ordering::Release);
     }
 }
 
-/// The caches of every served resource.
+/// The caches of every served resource, in the order of `resources::all()`.
 pub struct Cache {
-    resources: Vec<(String, Arc<ResourceCache>)>,
+    resources: Vec<Arc<ResourceCache>>,
+    prefixes: Vec<String>,
     rv: watch::Sender<i64>,
 }
 
+const PREFIX: &[u8] = b"/registry/";
+
 impl Cache {
-    /// Loads every object at one revision and starts following the store from there.
-    pub async fn start(store: Arc<dyn Store>, capacity: usize) -> Result<Arc<Cache>, Error> {
-        let snapshot = store.range(RangeRequest::prefix(b"/registry/")).await?;
-        let rev = snapshot.revision;
-        let resources: Vec<(String, Arc<ResourceCache>)> =
-            resources::all().iter().map(|r| (r.key_prefix(), Arc::new(ResourceCache::new(r, capacity, rev)))).collect();
-        let (tx, _) = watch::channel(rev);
-        let cache = Arc::new(Cache { resources, rv: tx });
-        for kv in snapshot.kvs {
-            if let Some((i, key, value)) = cache.route(&kv.key, Some(&kv.value)) {
-                let st = &cache.resources[i].1;
-                let entry = Arc::new(Entry::build(st.resource, value.unwrap_or(Value::Null), kv.mod_revision));
-                st.state.write().objects.insert(key, entry);
-            }
-        }
-        let stream = store.watch(b"/registry/".to_vec(), rev + 1).await?;
+    /// Loads every object at one revision and follows the store from there until shutdown.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        capacity: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Cache>, Error> {
+        let all = resources::all();
+        let cache = Arc::new(Cache {
+            resources: all.iter().map(|r| Arc::new(ResourceCache::new(r, capacity, 0))).collect(),
+            prefixes: all.iter().map(|r| r.key_prefix()).collect(),
+            rv: watch::channel(0).0,
+        });
+        let rev = cache.load(&*store).await?;
         let c = cache.clone();
-        tokio::spawn(async move { c.follow(stream).await });
+        tokio::spawn(async move { c.follow(store, rev, shutdown).await });
         Ok(cache)
     }
 
-    /// The resource cache, key within it and parsed value for a store key.
-    fn route(&self, key: &[u8], value: Option<&[u8]>) -> Option<(usize, String, Option<Value>)> {
-        let key = std::str::from_utf8(key).ok()?;
-        let (i, (prefix, _)) = self.resources.iter().enumerate().find(|(_, (p, _))| key.starts_with(p.as_str()))?;
-        let parsed = match value {
-            Some(v) => match serde_json::from_slice(v) {
-                Ok(obj) => Some(obj),
-                Err(e) => {
-                    tracing::error!(key, error = %e, "skipping an unreadable object in storage");
-                    return None;
-                }
-            },
-            None => None,
-        };
-        Some((i, key[prefix.len()..].to_string(), parsed))
+    /// Reads every object at the current revision into the caches.
+    async fn load(&self, store: &dyn Store) -> Result<i64, Error> {
+        let snapshot = store.range(RangeRequest::prefix(PREFIX)).await?;
+        let rev = snapshot.revision;
+        let mut per: Vec<BTreeMap<String, Arc<Entry>>> = vec![BTreeMap::new(); self.resources.len()];
+        for kv in snapshot.kvs {
+            if let Some((i, key, Some(value))) = self.route(&kv.key, Some(&kv.value)) {
+                per[i].insert(key, Arc::new(Entry::build(self.resources[i].resource, value, kv.mod_revision)));
+            }
+        }
+        for (rc, objects) in self.resources.iter().zip(per) {
+            rc.reset(objects, rev);
+        }
+        self.rv.send_replace(rev);
+        Ok(rev)
     }
 
-    async fn follow(self: Arc<Self>, mut stream: kubesvc_store::WatchStream) {
-        while let Some(batch) = stream.next().await {
-            match batch {
-                Ok(b) => self.apply(b),
-                Err(e) => {
-                    // The store watch only ends with the store; nothing can be served fresh after that.
-                    tracing::error!(error = %e, "the watch cache lost its store watch");
-                    return;
+    /// The resource cache, key within it, and parsed value (`None` if unreadable) for a store key.
+    fn route(&self, key: &[u8], value: Option<&[u8]>) -> Option<(usize, String, Option<Value>)> {
+        let key = std::str::from_utf8(key).ok()?;
+        let i = self.prefixes.iter().position(|p| key.starts_with(p.as_str()))?;
+        let parsed = value.and_then(|v| match serde_json::from_slice(v) {
+            Ok(obj) => Some(obj),
+            Err(e) => {
+                tracing::error!(key, error = %e, "an object in storage cannot be read; it is not served");
+                None
+            }
+        });
+        Some((i, key[self.prefixes[i].len()..].to_string(), parsed))
+    }
+
+    /// Follows the store; if its watch fails, relists and starts again (every
+    /// watch then ends, and clients resume or relist as they do against Kubernetes).
+    async fn follow(self: Arc<Self>, store: Arc<dyn Store>, mut rev: i64, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            match store.watch(PREFIX.to_vec(), rev + 1).await {
+                Ok(mut stream) => loop {
+                    tokio::select! {
+                        batch = stream.next() => match batch {
+                            Some(Ok(b)) => self.apply(b),
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "the watch cache lost its store watch; relisting");
+                                break;
+                            }
+                            None => return,
+                        },
+                        _ = shutdown.changed() => return,
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "the watch cache could not watch the store; relisting"),
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                match self.load(&*store).await {
+                    Ok(r) => {
+                        rev = r;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "relisting failed; retrying"),
                 }
             }
         }
@@ -329,14 +422,14 @@ impl Cache {
                 per[i].push((ev.kind, key, parsed));
             }
         }
-        for ((_, rc), events) in self.resources.iter().zip(per) {
+        for (rc, events) in self.resources.iter().zip(per) {
             rc.apply(batch.revision, events);
         }
         self.rv.send_replace(batch.revision);
     }
 
     pub fn resource(&self, r: &Resource) -> &Arc<ResourceCache> {
-        &self.resources.iter().find(|(p, _)| *p == r.key_prefix()).expect("every served resource has a cache").1
+        &self.resources[resources::index(r)]
     }
 
     /// The revision the whole cache has reached.

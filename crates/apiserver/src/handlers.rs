@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use kubesvc_api::meta;
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use crate::State;
 use crate::list::{self, Filter};
 use crate::output::{self, IncludeObject};
-use crate::registry::{self, DeleteOptions, Deleted, FieldValidation, WriteOptions, Written};
+use crate::registry::{self, DeleteOptions, Deleted, FieldValidation, MutateOptions, WriteOptions, Written};
 use crate::web::{self, Body, Negotiated, Query, ResourcePath, Target, respond, respond_error, respond_value};
 use crate::{discovery, openapi, watch};
 
@@ -33,7 +34,7 @@ fn authenticated(state: &State, identity: &Identity, req: &Request<Incoming>) ->
     }
     let bearer =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    bearer.is_some_and(|t| constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()))
+    bearer.is_some_and(|t| !state.token.is_empty() && constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -272,14 +273,23 @@ async fn delete_collection(
     let r = rp.resource;
     let filter = Filter::from_query(rp, q)?;
     state.registry.consistent().await?;
-    let (rv, entries) = state.registry.cache.resource(r).snapshot(filter.namespace.as_deref(), None);
+    let (rv, entries) = state.registry.cache.resource(r).snapshot(filter.namespace.as_deref());
+    let names: Vec<(String, String)> =
+        entries.iter().filter(|e| filter.matches(e)).map(|e| (e.namespace.clone(), e.name.clone())).collect();
+    // Concurrently, so the deletions share the store's group commits.
+    let results: Vec<_> = futures::stream::iter(names)
+        .map(|(ns, name)| async move {
+            if r.plural == "namespaces" {
+                state.registry.delete_namespace(r, &name, opts).await
+            } else {
+                state.registry.delete(r, &ns, &name, opts).await
+            }
+        })
+        .buffered(32)
+        .collect()
+        .await;
     let mut items = Vec::new();
-    for e in entries.iter().filter(|e| filter.matches(e)) {
-        let result = if r.plural == "namespaces" {
-            state.registry.delete_namespace(r, &e.name, opts).await
-        } else {
-            state.registry.delete(r, &e.namespace, &e.name, opts).await
-        };
+    for result in results {
         match result {
             Ok(Deleted::Pending(obj) | Deleted::Gone(obj)) => items.push(obj),
             Err(err) if err.code == 404 => {}
@@ -312,7 +322,8 @@ fn scale_response(obj: &Value) -> Response<Body> {
     respond_value(StatusCode::OK, web::Format::Json, &scale_of(obj))
 }
 
-/// Sets the replicas of a deployment or replica set through its scale.
+/// Sets the replicas of a deployment or replica set through its scale: only
+/// `spec.replicas` changes, on the object as it is in the store.
 async fn set_replicas(
     state: &Arc<State>,
     r: &'static Resource,
@@ -320,24 +331,22 @@ async fn set_replicas(
     name: &str,
     replicas: i64,
     precondition: Option<String>,
+    opts: WriteOptions,
 ) -> Result<Response<Body>, StatusError> {
     if replicas < 0 {
         let mut errs = ErrorList::new();
         errs.push(FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0"));
         return Err(StatusError::invalid(GroupKind { group: "autoscaling", kind: "Scale" }, name, &errs));
     }
-    let current = state.registry.get(r, ns, name).await?.value();
-    let mut body = current.clone();
-    meta::object_at(&mut body, &["spec"]).insert("replicas".into(), json!(replicas));
-    match precondition {
-        Some(rv) if !rv.is_empty() => meta::set(&mut body, "resourceVersion", rv),
-        _ => {
-            meta::remove(&mut body, "resourceVersion");
-        }
-    }
-    let opts = WriteOptions { dry_run: false, field_validation: FieldValidation::Ignore };
-    let w = state.registry.update(r, ns, name, body, None, opts).await?;
-    Ok(scale_response(&w.obj))
+    let m = MutateOptions { resource_version: precondition.as_deref(), dry_run: opts.dry_run };
+    let obj = state
+        .registry
+        .mutate(r, ns, name, None, m, |obj| {
+            meta::object_at(obj, &["spec"]).insert("replicas".into(), json!(replicas));
+            Ok(())
+        })
+        .await?;
+    Ok(scale_response(&obj))
 }
 
 async fn put_scale(
@@ -346,11 +355,11 @@ async fn put_scale(
     ns: &str,
     name: &str,
     scale: Value,
-    _opts: WriteOptions,
+    opts: WriteOptions,
 ) -> Result<Response<Body>, StatusError> {
     let replicas = meta::get(&scale, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(0);
     let rv = meta::resource_version(&scale).to_string();
-    set_replicas(state, r, ns, name, replicas, Some(rv)).await
+    set_replicas(state, r, ns, name, replicas, Some(rv), opts).await
 }
 
 async fn patch_scale(
@@ -360,7 +369,7 @@ async fn patch_scale(
     name: &str,
     ty: PatchType,
     body: &[u8],
-    _opts: WriteOptions,
+    opts: WriteOptions,
 ) -> Result<Response<Body>, StatusError> {
     let current = scale_of(&state.registry.get(r, ns, name).await?.value());
     let def = kubesvc_api::schema::def("io.k8s.api.autoscaling.v1.Scale").expect("Scale is in the schema table");
@@ -369,9 +378,10 @@ async fn patch_scale(
         other => StatusError::new(422, "Invalid", other.to_string()),
     })?;
     let replicas = meta::get(&patched, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(0);
+    // A resourceVersion the patch sets is a precondition.
     let rv = meta::resource_version(&patched).to_string();
     let precondition = (rv != meta::resource_version(&current)).then_some(rv);
-    set_replicas(state, r, ns, name, replicas, precondition).await
+    set_replicas(state, r, ns, name, replicas, precondition, opts).await
 }
 
 /// pods/binding: assigns a pod to a node, once.
@@ -390,26 +400,30 @@ async fn bind(
         return Err(StatusError::invalid(GroupKind { group: "", kind: "Binding" }, name, &errs));
     }
     let r = rp.resource;
-    let current = state.registry.get(r, &rp.namespace, name).await?.value();
-    let assigned = meta::get_str(&current, &["spec", "nodeName"]);
-    if !assigned.is_empty() {
-        return Err(StatusError::conflict(
-            r.gr(),
-            name,
-            &format!("pod {name} is already assigned to node {assigned:?}"),
-        ));
-    }
-    if meta::deletion_timestamp(&current).is_some() {
-        return Err(StatusError::conflict(
-            r.gr(),
-            name,
-            &format!("pod {name} is being deleted, cannot be assigned to a host"),
-        ));
-    }
     let annotations = meta::get(&binding, &["metadata", "annotations"]).and_then(Value::as_object).cloned();
+    let uid = meta::uid(&binding).to_string();
+    // The checks run on the object as stored, inside the compare-and-swap: a pod binds once.
     state
         .registry
-        .mutate(r, &rp.namespace, name, Some(Subresource::Binding), move |pod| {
+        .mutate(r, &rp.namespace, name, Some(Subresource::Binding), MutateOptions::default(), move |pod| {
+            if !uid.is_empty() && uid != meta::uid(pod) {
+                return Err(StatusError::conflict(
+                    r.gr(),
+                    name,
+                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta::uid(pod)),
+                ));
+            }
+            let assigned = meta::get_str(pod, &["spec", "nodeName"]);
+            if !assigned.is_empty() {
+                return Err(StatusError::conflict(r.gr(), name, &format!("pod {name} is already assigned to node {assigned:?}")));
+            }
+            if meta::deletion_timestamp(pod).is_some() {
+                return Err(StatusError::conflict(
+                    r.gr(),
+                    name,
+                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
+            }
             meta::object_at(pod, &["spec"]).insert("nodeName".into(), json!(node.clone()));
             if let Some(a) = &annotations {
                 let m = meta::object_at(pod, &["metadata", "annotations"]);
@@ -421,11 +435,13 @@ async fn bind(
             let conditions = status.entry("conditions").or_insert_with(|| json!([]));
             if let Some(list) = conditions.as_array_mut() {
                 list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-                list.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": kubesvc_api::time::now_string()}));
+                list.push(
+                    json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": kubesvc_api::time::now_string()}),
+                );
             }
+            Ok(())
         })
-        .await?
-        .ok_or_else(|| StatusError::not_found(r.gr(), name))?;
+        .await?;
     Ok(respond_value(
         StatusCode::CREATED,
         web::Format::Json,

@@ -127,7 +127,8 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
     std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io(config.data_dir.clone(), e))?;
     let pki = pki::Pki::load_or_create(&config.data_dir, &server_names(&config.listen, &config.extra_sans))?;
     let tls = pki.server_config()?;
-    let cache = cache::Cache::start(store.clone(), config.watch_cache_size).await?;
+    let (stop, stopped) = signal::channel(false);
+    let cache = cache::Cache::start(store.clone(), config.watch_cache_size, stopped.clone()).await?;
     let registry = registry::Registry::new(store.clone(), cache, config.admission);
     namespaces::bootstrap(&registry).await.map_err(|e| Error::Startup(e.message))?;
 
@@ -135,7 +136,6 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
     let addr = listener.local_addr().map_err(|e| Error::Bind(config.listen, e))?;
     let host: IpAddr = if addr.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
     let advertise = SocketAddr::new(host, addr.port()).to_string();
-    let (stop, stopped) = signal::channel(false);
     let state = Arc::new(State {
         registry,
         openapi: openapi::OpenApi::new(),
@@ -153,6 +153,9 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
     Ok(Running { addr, kubeconfig, stop, task })
 }
 
+/// How many revisions one compaction step forgets.
+const COMPACTION_STEP: i64 = 1_000;
+
 /// Every interval, forgets history older than the revision seen one interval
 /// ago, as kube-apiserver compacts etcd.
 fn spawn_compactor(store: Arc<dyn Store>, every: Duration, mut stop: signal::Receiver<bool>) {
@@ -166,12 +169,15 @@ fn spawn_compactor(store: Arc<dyn Store>, every: Duration, mut stop: signal::Rec
             let Ok(revs) = store.revisions().await else {
                 continue;
             };
-            if let Some(target) = previous
-                && target > revs.compacted
-            {
-                match store.compact(target).await {
-                    Ok(()) => tracing::debug!(revision = target, "compacted"),
-                    Err(e) => tracing::warn!(error = %e, "compaction failed"),
+            if let Some(target) = previous {
+                // In steps, so that writes queued behind compaction wait for one step at most.
+                let mut at = revs.compacted;
+                while at < target {
+                    at = (at + COMPACTION_STEP).min(target);
+                    if let Err(e) = store.compact(at).await {
+                        tracing::warn!(error = %e, revision = at, "compaction failed");
+                        break;
+                    }
                 }
             }
             previous = Some(revs.current);

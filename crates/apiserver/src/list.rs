@@ -15,7 +15,7 @@ use kubesvc_store::RangeRequest;
 use serde_json::{Value, json};
 
 use crate::State;
-use crate::cache::{Entry, object_key};
+use crate::cache::{At, Entry, Page, object_key};
 use crate::output::{self, IncludeObject};
 use crate::registry::CACHE_WAIT;
 use crate::web::{Body, Negotiated, Query, ResourcePath};
@@ -53,8 +53,7 @@ impl Filter {
     }
 }
 
-fn list_options_invalid(field: &str, err: FieldError) -> StatusError {
-    let _ = field;
+fn list_options_invalid(err: FieldError) -> StatusError {
     let mut errs = ErrorList::new();
     errs.push(err);
     StatusError::invalid(GroupKind { group: "meta.k8s.io", kind: "ListOptions" }, "", &errs)
@@ -90,14 +89,6 @@ fn decode_continue(token: &str) -> Result<(i64, String), StatusError> {
 
 const EXPIRED_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
-/// Where a list page comes from.
-enum Source {
-    /// The cache, after this key.
-    Cache(Option<String>),
-    /// The store at a past revision, after this key.
-    Store(i64, Option<String>),
-}
-
 pub async fn list(
     state: &Arc<State>,
     rp: &ResourcePath,
@@ -110,118 +101,96 @@ pub async fn list(
     let limit = q.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
     let cont = q.get("continue").filter(|c| !c.is_empty());
     let rv = q.get("resourceVersion").unwrap_or_default();
-    let rvm = q.get("resourceVersionMatch").unwrap_or_default();
+    let mut rvm = q.get("resourceVersionMatch").unwrap_or_default();
     if q.flag("sendInitialEvents") {
-        return Err(list_options_invalid(
+        return Err(list_options_invalid(FieldError::forbidden(
             "sendInitialEvents",
-            FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"),
-        ));
+            "sendInitialEvents is forbidden for list",
+        )));
     }
     if !rvm.is_empty() {
         if !matches!(rvm, "Exact" | "NotOlderThan") {
-            return Err(list_options_invalid(
-                "",
-                FieldError::not_supported("resourceVersionMatch", rvm, &["Exact", "NotOlderThan", ""]),
-            ));
+            return Err(list_options_invalid(FieldError::not_supported(
+                "resourceVersionMatch",
+                rvm,
+                &["Exact", "NotOlderThan", ""],
+            )));
         }
         if rv.is_empty() {
-            return Err(list_options_invalid(
-                "",
-                FieldError::forbidden(
-                    "resourceVersionMatch",
-                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
-                ),
-            ));
+            return Err(list_options_invalid(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )));
         }
         if cont.is_some() {
-            return Err(list_options_invalid(
-                "",
-                FieldError::forbidden(
-                    "resourceVersionMatch",
-                    "resourceVersionMatch is forbidden when continue is provided",
-                ),
-            ));
+            return Err(list_options_invalid(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            )));
         }
         if rvm == "Exact" && rv == "0" {
-            return Err(list_options_invalid(
-                "",
-                FieldError::forbidden(
-                    "resourceVersionMatch",
-                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
-                ),
-            ));
+            return Err(list_options_invalid(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            )));
         }
+    } else if limit.is_some() && !rv.is_empty() && rv != "0" && cont.is_none() {
+        // A paginated list at a resourceVersion is an exact read, as in Kubernetes.
+        rvm = "Exact";
     }
     let rc = state.registry.cache.resource(r);
-    let (source, served_rv) = match cont {
+    let count = filter.is_everything();
+    let pred = |e: &Entry| filter.matches(e);
+    // (the revision to read at, the key to start after); the cache first, the store if it must.
+    let (at, after): (At, Option<String>) = match cont {
         Some(token) => {
             if !rv.is_empty() && rv != "0" {
                 return Err(StatusError::bad_request("specifying resource version is not allowed when using continue"));
             }
             let (token_rv, start) = decode_continue(token)?;
-            let (last_change, cache_rv) = rc.revisions();
-            if token_rv < 0 {
-                // A token from an expired continuation: carry on at the latest state.
-                (Source::Cache(Some(start)), cache_rv)
-            } else if last_change <= token_rv && token_rv <= cache_rv {
-                // Nothing in this resource changed since the first page: the cache is that state.
-                (Source::Cache(Some(start)), token_rv)
-            } else {
-                (Source::Store(token_rv, Some(start)), token_rv)
+            if let Some(ns) = &filter.namespace
+                && !start.starts_with(&format!("{ns}/"))
+            {
+                return Err(StatusError::bad_request(
+                    "invalid continue token: continue key is not valid: the key is outside the list",
+                ));
             }
+            // A token from an expired continuation carries on at the latest state.
+            (if token_rv < 0 { At::Current } else { At::Exactly(token_rv) }, Some(start))
         }
         None => match (rv, rvm) {
             ("", _) => {
                 state.registry.consistent().await?;
-                (Source::Cache(None), rc.rv())
+                (At::Current, None)
             }
-            ("0", _) => (Source::Cache(None), rc.rv()),
+            ("0", _) => (At::Current, None),
             (v, m) => {
                 let want: i64 =
                     v.parse().map_err(|_| StatusError::bad_request(format!("invalid resource version: {v:?}")))?;
-                let (last_change, cache_rv) = rc.revisions();
-                if m == "Exact" && !(last_change <= want && want <= cache_rv) {
-                    (Source::Store(want, None), want)
-                } else {
-                    if !state.registry.cache.wait_for(want, CACHE_WAIT).await {
-                        return Err(too_large(want, state.registry.cache.rv()));
-                    }
-                    (Source::Cache(None), rc.rv())
+                if !state.registry.cache.wait_for(want, CACHE_WAIT).await && m != "Exact" {
+                    return Err(too_large(want, state.registry.cache.rv()));
                 }
+                (if m == "Exact" { At::Exactly(want) } else { At::Current }, None)
             }
         },
     };
-
-    let candidates: Vec<Arc<Entry>> = match source {
-        Source::Cache(after) => rc.snapshot(filter.namespace.as_deref(), after.as_deref()).1,
-        Source::Store(rev, after) => store_page(state, r, filter.namespace.as_deref(), after.as_deref(), rev).await?,
+    let page = match rc.page(filter.namespace.as_deref(), after.as_deref(), at, limit, &pred, count) {
+        Some(p) => p,
+        None => {
+            let At::Exactly(rev) = at else { unreachable!("the current state is always servable") };
+            store_page(state, r, &filter, after.as_deref(), rev, limit, count).await?
+        }
     };
-    let mut items = Vec::new();
-    let mut next: Option<String> = None;
-    let mut remaining = 0usize;
-    let mut iter = candidates.iter().filter(|e| filter.matches(e));
-    for e in iter.by_ref() {
-        if limit.is_some_and(|l| items.len() >= l) {
-            // One more exists: page here.
-            remaining = 1;
-            break;
-        }
-        items.push(e.clone());
-    }
-    if remaining > 0 {
-        remaining += iter.count();
-        if let Some(last) = items.last() {
-            next = Some(object_key(r, &last.namespace, &last.name));
+    let mut list_meta = json!({"resourceVersion": page.rv.to_string()});
+    if page.more
+        && let Some(last) = page.items.last()
+    {
+        list_meta["continue"] = json!(encode_continue(page.rv, &object_key(r, &last.namespace, &last.name)));
+        if let Some(n) = page.remaining {
+            list_meta["remainingItemCount"] = json!(n);
         }
     }
-    let mut list_meta = json!({"resourceVersion": served_rv.to_string()});
-    if let Some(start) = next {
-        list_meta["continue"] = json!(encode_continue(served_rv, &start));
-        if filter.is_everything() {
-            list_meta["remainingItemCount"] = json!(remaining);
-        }
-    }
-    Ok(output::list(r, n, list_meta, &items, include))
+    Ok(output::list(r, n, list_meta, &page.items, include))
 }
 
 pub fn too_large(want: i64, current: i64) -> StatusError {
@@ -236,49 +205,76 @@ pub fn too_large(want: i64, current: i64) -> StatusError {
     e
 }
 
-/// Objects of `r` from the store at revision `rev`, after key `after`.
+/// A page of `r` from the store at revision `rev`, after key `after`, read in chunks.
 async fn store_page(
     state: &Arc<State>,
     r: &'static Resource,
-    namespace: Option<&str>,
+    filter: &Filter,
     after: Option<&str>,
     rev: i64,
-) -> Result<Vec<Arc<Entry>>, StatusError> {
-    let prefix = match namespace {
+    limit: Option<usize>,
+    count: bool,
+) -> Result<Page, StatusError> {
+    let prefix = match &filter.namespace {
         Some(ns) if r.namespaced => format!("{}{ns}/", r.key_prefix()),
         _ => r.key_prefix(),
     };
-    let start = match after {
-        Some(k) => format!("{}{k}\u{0}", r.key_prefix()),
-        None => prefix.clone(),
+    let end = kubesvc_store::prefix_end(prefix.as_bytes());
+    let mut start = match after {
+        Some(k) => format!("{}{k}\u{0}", r.key_prefix()).into_bytes(),
+        None => prefix.clone().into_bytes(),
     };
-    let req = RangeRequest {
-        start: start.into_bytes(),
-        end: kubesvc_store::prefix_end(prefix.as_bytes()),
-        revision: rev,
-        limit: 0,
-    };
-    match state.registry.store.range(req).await {
-        Ok(resp) => Ok(resp
-            .kvs
-            .iter()
-            .filter_map(|kv| {
-                serde_json::from_slice::<Value>(&kv.value).ok().map(|v| Arc::new(Entry::build(r, v, kv.mod_revision)))
-            })
-            .collect()),
-        Err(kubesvc_store::Error::Compacted { .. }) => {
-            let mut e = StatusError::expired(if after.is_some() {
-                EXPIRED_CONTINUE
-            } else {
-                "The resourceVersion for the provided list is too old."
-            });
-            if let Some(k) = after {
-                e.continue_token = Some(encode_continue(-1, k));
+    let want = limit.unwrap_or(usize::MAX);
+    let chunk = limit.map_or(0, |l| (l + 1).max(500));
+    let mut items = Vec::new();
+    let mut more = false;
+    let mut remaining = None;
+    loop {
+        let req = RangeRequest { start: start.clone(), end: end.clone(), revision: rev, limit: chunk };
+        let resp = match state.registry.store.range(req).await {
+            Ok(resp) => resp,
+            Err(kubesvc_store::Error::Compacted { .. }) => {
+                let mut e = StatusError::expired(if after.is_some() {
+                    EXPIRED_CONTINUE
+                } else {
+                    "The resourceVersion for the provided list is too old."
+                });
+                if let Some(k) = after {
+                    e.continue_token = Some(encode_continue(-1, k));
+                }
+                return Err(e);
             }
-            Err(e)
+            Err(kubesvc_store::Error::FutureRevision { requested, current }) => {
+                return Err(too_large(requested, current));
+            }
+            Err(e) => return Err(StatusError::internal(e)),
+        };
+        for (i, kv) in resp.kvs.iter().enumerate() {
+            let Ok(v) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+            let e = Arc::new(Entry::build(r, v, kv.mod_revision));
+            if !filter.matches(&e) {
+                continue;
+            }
+            if items.len() == want {
+                more = true;
+                // Without selectors, what follows is every key of the range after this page.
+                remaining = count.then(|| resp.count - i);
+                break;
+            }
+            items.push(e);
         }
-        Err(e) => Err(StatusError::internal(e)),
+        match resp.kvs.last() {
+            Some(last) if !more && resp.more => {
+                start = last.key.to_vec();
+                start.push(0);
+            }
+            _ => break,
+        }
     }
+    if count && !more {
+        remaining = Some(0);
+    }
+    Ok(Page { rv: rev, items, remaining, more })
 }
 
 #[cfg(test)]

@@ -5,13 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use kubesvc_api::kinds::{NAMESPACE_FINALIZER, NAMESPACE_NAME_LABEL};
 use kubesvc_api::meta;
 use kubesvc_api::resources::{self, Resource, Subresource};
 use serde_json::{Value, json};
 
 use crate::State;
-use crate::registry::{DeleteOptions, FieldValidation, Registry, WriteOptions};
+use crate::registry::{DeleteOptions, FieldValidation, MutateOptions, Registry, WriteOptions};
+
+/// How many objects a namespace's deletion removes at once (they share fsyncs).
+const DELETE_CONCURRENCY: usize = 32;
 
 pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -40,10 +44,15 @@ pub fn spawn_controller(state: Arc<State>) {
         let rc = state.registry.cache.resource(namespaces()).clone();
         let mut shutdown = state.shutdown.clone();
         loop {
-            let (_, all) = rc.snapshot(None, None);
+            let (_, all) = rc.snapshot(None);
             for ns in all.iter().map(|e| e.value()).filter(|v| meta::deletion_timestamp(v).is_some()) {
-                if let Err(e) = finish(&state, meta::name(&ns)).await {
-                    tracing::warn!(namespace = meta::name(&ns), error = %e, "namespace deletion will be retried");
+                let name = meta::name(&ns).to_string();
+                // Its own task: whatever goes wrong with one namespace leaves the controller running.
+                let (st, n) = (state.clone(), name.clone());
+                match tokio::spawn(async move { finish(&st, &n).await }).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(namespace = name, error = %e, "namespace deletion will be retried"),
+                    Err(e) => tracing::error!(namespace = name, error = %e, "namespace deletion failed; will retry"),
                 }
             }
             // Re-check soon: content with graceful deletion takes time to go.
@@ -69,15 +78,31 @@ async fn finish(state: &Arc<State>, name: &str) -> Result<(), kubesvc_api::statu
     let mut finalizers: Vec<(String, usize)> = Vec::new();
     for r in resources::all().iter().filter(|r| r.namespaced) {
         let rc = reg.cache.resource(r);
-        for e in rc.snapshot(Some(name), None).1 {
-            match reg.delete(r, name, &e.name, &opts).await {
+        // Objects already on their way out are left to finish (grace periods, finalizers).
+        let live: Vec<String> = rc
+            .snapshot(Some(name))
+            .1
+            .iter()
+            .filter(|e| meta::deletion_timestamp(&e.value()).is_none())
+            .map(|e| e.name.clone())
+            .collect();
+        let results: Vec<_> = futures::stream::iter(live)
+            .map(|n| {
+                let opts = &opts;
+                async move { reg.delete(r, name, &n, opts).await }
+            })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        for result in results {
+            match result {
                 Ok(_) => {}
                 Err(err) if err.code == 404 => {}
                 Err(err) => return Err(err),
             }
         }
         reg.consistent().await?;
-        let left = rc.snapshot(Some(name), None).1;
+        let left = rc.snapshot(Some(name)).1;
         if !left.is_empty() {
             remaining.push((r.gr().to_string(), left.len()));
             for e in &left {
@@ -137,7 +162,7 @@ async fn finish(state: &Arc<State>, name: &str) -> Result<(), kubesvc_api::statu
         fin,
     ];
     let r = namespaces();
-    reg.mutate(r, "", name, Some(Subresource::Status), move |ns| {
+    reg.mutate(r, "", name, Some(Subresource::Status), MutateOptions::default(), move |ns| {
         let status = meta::object_at(ns, &["status"]);
         // Keep transition times of conditions that did not change.
         let old: Vec<Value> = status.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -149,13 +174,15 @@ async fn finish(state: &Arc<State>, name: &str) -> Result<(), kubesvc_api::statu
             })
             .collect();
         status.insert("conditions".into(), Value::Array(merged));
+        Ok(())
     })
     .await?;
     if remaining.is_empty() {
-        reg.mutate(r, "", name, Some(Subresource::Finalize), |ns| {
+        reg.mutate(r, "", name, Some(Subresource::Finalize), MutateOptions::default(), |ns| {
             if let Some(list) = ns.pointer_mut("/spec/finalizers").and_then(Value::as_array_mut) {
                 list.retain(|f| f != NAMESPACE_FINALIZER);
             }
+            Ok(())
         })
         .await?;
         tracing::info!(namespace = name, "namespace emptied and finalized");

@@ -51,12 +51,16 @@ fn ca_params() -> Result<CertificateParams, Error> {
     Ok(p)
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+/// Writes a private file (mode 0600) so that no reader or crash ever sees half of it.
+fn write_atomic(path: &Path, contents: &str) -> Result<(), Error> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
     let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io(path))?;
-    f.write_all(contents.as_bytes()).map_err(io(path))
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    f.write_all(contents.as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 impl Pki {
@@ -73,8 +77,8 @@ impl Pki {
         } else {
             let key = KeyPair::generate().map_err(pki_err)?;
             let cert = ca_params()?.self_signed(&key).map_err(pki_err)?;
-            write_private(&ca_key, &key.serialize_pem())?;
-            std::fs::write(&ca_crt, cert.pem()).map_err(io(&ca_crt))?;
+            write_atomic(&ca_key, &key.serialize_pem())?;
+            write_atomic(&ca_crt, &cert.pem())?;
             (cert.pem(), key)
         };
         let ca_der = rustls_pemfile::certs(&mut ca_pem.as_bytes())
@@ -108,14 +112,20 @@ impl Pki {
         let admin_cert = ap.signed_by(&admin_key, &issuer).map_err(pki_err)?;
 
         let token_path = pki.join("token");
-        let token = if token_path.exists() {
-            std::fs::read_to_string(&token_path).map_err(io(&token_path))?.trim().to_string()
-        } else {
+        let existing = match std::fs::read_to_string(&token_path) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::Io(token_path, e)),
+        };
+        // An empty token (a crash while writing it) is replaced, never accepted.
+        let token = if existing.is_empty() {
             let mut bytes = [0u8; 32];
             rand::fill(&mut bytes);
             let t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-            write_private(&token_path, &t)?;
+            write_atomic(&token_path, &t)?;
             t
+        } else {
+            existing
         };
 
         Ok(Pki {
@@ -166,10 +176,7 @@ impl Pki {
             b64(&self.admin_cert_pem),
             b64(&self.admin_key_pem),
         );
-        // Write-then-rename so a reader never sees half a kubeconfig.
-        let tmp = path.with_extension("tmp");
-        write_private(&tmp, &text)?;
-        std::fs::rename(&tmp, path).map_err(io(path))?;
+        write_atomic(path, &text)?;
         Ok(path.to_path_buf())
     }
 }

@@ -16,7 +16,7 @@ use kubesvc_api::resources::{self, Resource, Subresource};
 use kubesvc_api::schema::canonicalize;
 use kubesvc_api::status::{GroupKind, StatusError};
 use kubesvc_api::validation::{ErrorList, FieldError, validate_object_meta, validate_object_meta_update};
-use kubesvc_store::{KeyValue, Op, Store, Txn, TxnResponse};
+use kubesvc_store::{Compare, KeyValue, Op, Store, Txn, TxnResponse};
 use serde_json::{Value, json};
 
 use crate::cache::{Cache, Entry};
@@ -99,6 +99,15 @@ pub enum Deleted {
     Pending(Value),
     /// The object is gone: its last state.
     Gone(Value),
+}
+
+/// The outcome of one compare-and-swap write.
+enum Write {
+    Done(Value),
+    /// Another writer changed the object first.
+    ObjectMoved,
+    /// An admission step's compare failed; the object is as it was.
+    Raced,
 }
 
 /// How often a write retries after losing a compare-and-swap to another writer.
@@ -241,10 +250,16 @@ impl Registry {
         self.store.get(r.key(ns, name).as_bytes()).await.map_err(internal)
     }
 
-    /// Checks that a namespaced object's namespace exists and takes new content.
-    async fn check_namespace(&self, r: &'static Resource, ns: &str, name: &str) -> Result<(), StatusError> {
+    /// Checks that a namespaced object's namespace exists and takes new content;
+    /// returns the namespace's key and revision, to fence the create on them.
+    fn check_namespace(
+        &self,
+        r: &'static Resource,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<(String, i64)>, StatusError> {
         if !r.namespaced {
-            return Ok(());
+            return Ok(None);
         }
         let nsr = resources::find("", "v1", "namespaces").expect("namespaces are served");
         match self.cache.resource(nsr).get("", ns) {
@@ -264,7 +279,7 @@ impl Registry {
                 }
                 Err(err)
             }
-            Some(_) => Ok(()),
+            Some(e) => Ok(Some((nsr.key("", ns), e.rv))),
         }
     }
 
@@ -305,19 +320,20 @@ impl Registry {
         for k in ["creationTimestamp", "uid", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
             meta::remove(&mut obj, k);
         }
-        self.consistent().await?;
-        self.check_namespace(r, ns, meta::name(&obj)).await?;
         r.rules.default(&mut obj);
         r.rules.prepare_for_create(&mut obj);
         kinds::apply_generation(r.rules.generation(), &mut obj, None);
 
         let generated = meta::name(&obj).is_empty() && !meta::generate_name(&obj).is_empty();
         let base: String = meta::generate_name(&obj).chars().take(58).collect();
-        for attempt in 0..8 {
+        let mut name_attempts = 0;
+        for _ in 0..MAX_RETRIES {
+            self.consistent().await?;
             let mut candidate = obj.clone();
             if generated {
                 meta::set(&mut candidate, "name", format!("{base}{}", random_suffix()));
             }
+            let fence = self.check_namespace(r, ns, meta::name(&candidate))?;
             let errs = Self::validate_new(r, &candidate);
             if !errs.is_empty() {
                 return Err(StatusError::invalid(r.gk(), meta::name(&candidate), &errs));
@@ -328,6 +344,10 @@ impl Registry {
             let name = meta::name(&candidate).to_string();
             let key = r.key(ns, &name);
             let mut txn = Txn::create(key.clone(), stored_bytes(&candidate));
+            // The namespace must not change (be marked for deletion) under the create.
+            if let Some((ns_key, ns_rev)) = &fence {
+                txn.compares.push(Compare::ModRevision(ns_key.clone().into_bytes(), *ns_rev));
+            }
             for a in self.plugins(r) {
                 a.create(r, &mut candidate, &mut txn).await?;
             }
@@ -344,27 +364,24 @@ impl Registry {
                     return Ok(Written { obj: with_rv(candidate, revision), created: true, warnings });
                 }
                 TxnResponse::Failed { current, .. } => {
-                    let existing = current.first().cloned().flatten();
-                    match existing {
-                        Some(kv) if kv.key.as_ref() == key.as_bytes() => {
-                            if generated && attempt < 7 {
-                                continue;
-                            }
-                            let mut err = StatusError::already_exists(r.gr(), &name);
-                            if generated {
-                                err.message
-                                    .push_str(", the server was not able to generate a unique name for the object");
-                                if let Some(d) = err.details.as_mut() {
-                                    d.retry_after_seconds = 1;
-                                }
-                            } else if meta::deletion_timestamp(&parse_kv(&kv)?).is_some() {
-                                err.message = format!("object is being deleted: {}", err.message);
-                            }
-                            return Err(err);
-                        }
-                        // A plugin's compare failed: it raced another writer; try again.
-                        _ => continue,
+                    let Some(kv) = current.first().cloned().flatten() else {
+                        // The namespace changed, or a plugin raced another writer: check again.
+                        continue;
+                    };
+                    name_attempts += 1;
+                    if generated && name_attempts < 8 {
+                        continue;
                     }
+                    let mut err = StatusError::already_exists(r.gr(), &name);
+                    if generated {
+                        err.message.push_str(", the server was not able to generate a unique name for the object");
+                        if let Some(d) = err.details.as_mut() {
+                            d.retry_after_seconds = 1;
+                        }
+                    } else if meta::deletion_timestamp(&parse_kv(&kv)?).is_some() {
+                        err.message = format!("object is being deleted: {}", err.message);
+                    }
+                    return Err(err);
                 }
             }
         }
@@ -428,18 +445,13 @@ impl Registry {
         if meta::uid(new).is_empty() {
             meta::set(new, "uid", meta::uid(old));
         }
-        for k in ["creationTimestamp", "deletionTimestamp"] {
+        for k in ["creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
             match meta::meta(old).get(k) {
                 Some(v) => meta::set(new, k, v.clone()),
                 None => {
                     meta::remove(new, k);
                 }
             }
-        }
-        if meta::meta(new).get("deletionGracePeriodSeconds").is_none()
-            && let Some(g) = meta::meta(old).get("deletionGracePeriodSeconds")
-        {
-            meta::set(new, "deletionGracePeriodSeconds", g.clone());
         }
         match meta::meta(old).get("generation") {
             Some(g) => meta::set(new, "generation", g.clone()),
@@ -467,8 +479,7 @@ impl Registry {
     }
 
     /// Writes `new` over `old` (read at `old_rev`), or deletes it when an update
-    /// removes the last finalizer of an object being deleted. `Ok(None)` means
-    /// another writer came first.
+    /// removes the last finalizer of an object being deleted.
     #[allow(clippy::too_many_arguments)]
     async fn write_update(
         &self,
@@ -479,7 +490,7 @@ impl Registry {
         old: &Value,
         old_rev: i64,
         opts: WriteOptions,
-    ) -> Result<Option<Value>, StatusError> {
+    ) -> Result<Write, StatusError> {
         let comparable = |v: &Value| {
             let mut v = v.clone();
             meta::remove(&mut v, "resourceVersion");
@@ -487,7 +498,7 @@ impl Registry {
         };
         if comparable(&new) == comparable(old) {
             // Kubernetes writes nothing, and moves no resourceVersion, for a no-op.
-            return Ok(Some(old.clone()));
+            return Ok(Write::Done(old.clone()));
         }
         let key = r.key(ns, name);
         let finishing = meta::deletion_timestamp(old).is_some()
@@ -511,11 +522,15 @@ impl Registry {
             txn.ops[0] = Op::Put { key: key.into_bytes(), value: stored_bytes(&new) };
         }
         if opts.dry_run {
-            return Ok(Some(new));
+            return Ok(Write::Done(new));
         }
         match self.store.txn(txn).await.map_err(internal)? {
-            TxnResponse::Committed { revision, .. } => Ok(Some(with_rv(new, revision))),
-            TxnResponse::Failed { .. } => Ok(None),
+            TxnResponse::Committed { revision, .. } => Ok(Write::Done(with_rv(new, revision))),
+            // The first compare is the object's own; later ones are admission steps'.
+            TxnResponse::Failed { current, .. } => match current.first().cloned().flatten() {
+                Some(kv) if kv.mod_revision == old_rev => Ok(Write::Raced),
+                _ => Ok(Write::ObjectMoved),
+            },
         }
     }
 
@@ -571,11 +586,10 @@ impl Registry {
             }
             let mut new = body.clone();
             Self::prepare_update(r, &mut new, &old, sub)?;
-            if let Some(obj) = self.write_update(r, ns, name, new, &old, kv.mod_revision, opts).await? {
-                return Ok(Written { obj, created: false, warnings });
-            }
-            if !body_rv.is_empty() {
-                return Err(StatusError::stale(r.gr(), name));
+            match self.write_update(r, ns, name, new, &old, kv.mod_revision, opts).await? {
+                Write::Done(obj) => return Ok(Written { obj, created: false, warnings }),
+                Write::ObjectMoved if !body_rv.is_empty() => return Err(StatusError::stale(r.gr(), name)),
+                Write::ObjectMoved | Write::Raced => {}
             }
         }
         Err(StatusError::conflict(r.gr(), name, "the object has been modified too often to update; please try again"))
@@ -610,7 +624,7 @@ impl Registry {
             Self::prepare_update(r, &mut new, &old, sub)?;
             let mut warnings = warnings;
             warnings.extend(r.rules.warnings(&new));
-            if let Some(obj) = self.write_update(r, ns, name, new, &old, kv.mod_revision, opts).await? {
+            if let Write::Done(obj) = self.write_update(r, ns, name, new, &old, kv.mod_revision, opts).await? {
                 return Ok(Written { obj, created: false, warnings });
             }
         }
@@ -632,45 +646,38 @@ impl Registry {
             let old = parse_kv(&kv)?;
             check_preconditions(r, name, &old, opts)?;
             let write = WriteOptions { dry_run: opts.dry_run, field_validation: FieldValidation::Ignore };
-
-            // Graceful deletion (pods): mark and wait for the node to finish.
-            if let Some(grace) = r.rules.grace_period(&old, opts.grace_period)
-                && grace > 0
-            {
-                let current_grace = meta::meta(&old).get("deletionGracePeriodSeconds").and_then(Value::as_i64);
-                if meta::deletion_timestamp(&old).is_some() && current_grace.is_some_and(|g| g <= grace) {
-                    return Ok(Deleted::Pending(old));
+            let deleting = meta::deletion_timestamp(&old).is_some();
+            let current_grace = meta::meta(&old).get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+            // Graceful deletion (pods): Some(grace), and Some(0) for "now".
+            let grace = r.rules.grace_period(&old, opts.grace_period);
+            let marked = match grace {
+                // Mark, and wait for the node to finish.
+                Some(g) if g > 0 => {
+                    if deleting && current_grace.is_some_and(|c| c <= g) {
+                        return Ok(Deleted::Pending(old));
+                    }
+                    let deadline = deadline_after(g)?;
+                    self.mark_deleting(r, ns, name, &old, kv.mod_revision, deadline, g, write).await?
                 }
-                let deadline = kubesvc_api::time::now() + jiff::SignedDuration::from_secs(grace);
-                match self
-                    .mark_deleting(
-                        r,
-                        ns,
-                        name,
-                        &old,
-                        kv.mod_revision,
-                        kubesvc_api::time::format(deadline),
-                        grace,
-                        write,
-                    )
-                    .await?
-                {
-                    Some(obj) => return Ok(Deleted::Pending(obj)),
-                    None => continue,
+                // Finalizers: mark as being deleted; their owners finish it. A shorter
+                // grace (to 0) is recorded, so that the last finalizer's removal deletes it.
+                _ if !meta::finalizers(&old).is_empty() => {
+                    if deleting && current_grace == Some(0) {
+                        return Ok(Deleted::Pending(old));
+                    }
+                    let at = if deleting {
+                        meta::deletion_timestamp(&old).unwrap_or_default().to_string()
+                    } else {
+                        kubesvc_api::time::now_string()
+                    };
+                    self.mark_deleting(r, ns, name, &old, kv.mod_revision, at, 0, write).await?
                 }
-            }
-            // Finalizers: mark as being deleted and leave the rest to their owners.
-            if !meta::finalizers(&old).is_empty() {
-                if meta::deletion_timestamp(&old).is_some() {
-                    return Ok(Deleted::Pending(old));
-                }
-                match self
-                    .mark_deleting(r, ns, name, &old, kv.mod_revision, kubesvc_api::time::now_string(), 0, write)
-                    .await?
-                {
-                    Some(obj) => return Ok(Deleted::Pending(obj)),
-                    None => continue,
-                }
+                _ => None,
+            };
+            match marked {
+                Some(Write::Done(obj)) => return Ok(Deleted::Pending(obj)),
+                Some(_) => continue,
+                None => {}
             }
             let mut txn = Txn::delete(r.key(ns, name), kv.mod_revision);
             for a in self.plugins(r) {
@@ -686,8 +693,7 @@ impl Registry {
         Err(StatusError::conflict(r.gr(), name, "the object has been modified too often to delete; please try again"))
     }
 
-    /// Sets deletionTimestamp and deletionGracePeriodSeconds, bumping a tracked
-    /// generation; `None` when another writer came first.
+    /// Sets deletionTimestamp and deletionGracePeriodSeconds, bumping a tracked generation.
     #[allow(clippy::too_many_arguments)]
     async fn mark_deleting(
         &self,
@@ -699,14 +705,14 @@ impl Registry {
         at: String,
         grace: i64,
         opts: WriteOptions,
-    ) -> Result<Option<Value>, StatusError> {
+    ) -> Result<Option<Write>, StatusError> {
         let mut new = old.clone();
         meta::set(&mut new, "deletionTimestamp", at);
         meta::set(&mut new, "deletionGracePeriodSeconds", grace);
         if meta::generation(old) > 0 {
             meta::set(&mut new, "generation", meta::generation(old) + 1);
         }
-        self.write_update(r, ns, name, new, old, rev, opts).await
+        Ok(Some(self.write_update(r, ns, name, new, old, rev, opts).await?))
     }
 
     /// Marks a namespace as terminating; the namespace controller empties and removes it.
@@ -724,31 +730,27 @@ impl Registry {
                 return Err(StatusError::not_found(r.gr(), name));
             };
             let old = parse_kv(&kv)?;
-            if let Some(uid) = &opts.uid
-                && uid != meta::uid(&old)
-            {
-                return Err(StatusError::conflict(
-                    r.gr(),
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta::uid(&old)
-                    ),
-                ));
-            }
-            let spec_finalizers =
-                meta::get(&old, &["spec", "finalizers"]).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-            if !spec_finalizers && meta::finalizers(&old).is_empty() {
-                return self.delete(r, "", name, opts).await;
-            }
+            let precondition = |what: &str, want: &Option<String>, have: &str| -> Result<(), StatusError> {
+                match want {
+                    Some(w) if w != have => Err(StatusError::conflict(
+                        r.gr(),
+                        name,
+                        &format!("Precondition failed: {what} in precondition: {w}, {what} in object meta: {have}"),
+                    )),
+                    _ => Ok(()),
+                }
+            };
+            precondition("UID", &opts.uid, meta::uid(&old))?;
+            precondition("ResourceVersion", &opts.resource_version, meta::resource_version(&old))?;
             if meta::deletion_timestamp(&old).is_some() {
                 return Ok(Deleted::Pending(old));
             }
+            // Always Terminating first: the controller empties it, whatever finalizers it has.
             let mut new = old.clone();
             meta::set(&mut new, "deletionTimestamp", kubesvc_api::time::now_string());
             meta::object_at(&mut new, &["status"]).insert("phase".into(), json!("Terminating"));
             let write = WriteOptions { dry_run: opts.dry_run, field_validation: FieldValidation::Ignore };
-            if let Some(obj) = self.write_update(r, "", name, new, &old, kv.mod_revision, write).await? {
+            if let Write::Done(obj) = self.write_update(r, "", name, new, &old, kv.mod_revision, write).await? {
                 return Ok(Deleted::Pending(obj));
             }
         }
@@ -759,31 +761,59 @@ impl Registry {
         ))
     }
 
-    /// Writes a status (or any other) change computed from the current object,
-    /// retrying on conflicts: for the server's own controllers.
+    /// Writes a change computed from the current object, retrying on conflicts.
+    /// `f` may refuse the change after seeing the object. With a
+    /// `resource_version`, the object must be at it (409 otherwise).
     pub async fn mutate(
         &self,
         r: &'static Resource,
         ns: &str,
         name: &str,
         sub: Option<Subresource>,
-        f: impl Fn(&mut Value),
-    ) -> Result<Option<Value>, StatusError> {
+        opts: MutateOptions<'_>,
+        f: impl Fn(&mut Value) -> Result<(), StatusError>,
+    ) -> Result<Value, StatusError> {
         for _ in 0..MAX_RETRIES {
             let Some(kv) = self.read(r, ns, name).await? else {
-                return Ok(None);
+                return Err(StatusError::not_found(r.gr(), name));
             };
+            if let Some(rv) = opts.resource_version.filter(|rv| !rv.is_empty())
+                && parse_rv(rv)? != kv.mod_revision
+            {
+                return Err(StatusError::stale(r.gr(), name));
+            }
             let old = parse_kv(&kv)?;
             let mut new = old.clone();
-            f(&mut new);
+            f(&mut new)?;
             Self::prepare_update(r, &mut new, &old, sub)?;
-            let opts = WriteOptions { dry_run: false, field_validation: FieldValidation::Ignore };
-            if let Some(obj) = self.write_update(r, ns, name, new, &old, kv.mod_revision, opts).await? {
-                return Ok(Some(obj));
+            let write = WriteOptions { dry_run: opts.dry_run, field_validation: FieldValidation::Ignore };
+            match self.write_update(r, ns, name, new, &old, kv.mod_revision, write).await? {
+                Write::Done(obj) => return Ok(obj),
+                Write::ObjectMoved if opts.resource_version.is_some_and(|rv| !rv.is_empty()) => {
+                    return Err(StatusError::stale(r.gr(), name));
+                }
+                _ => {}
             }
         }
         Err(StatusError::conflict(r.gr(), name, "the object has been modified too often; please try again"))
     }
+}
+
+/// Options of [`Registry::mutate`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MutateOptions<'a> {
+    pub resource_version: Option<&'a str>,
+    pub dry_run: bool,
+}
+
+/// The deletion deadline `grace` seconds from now; absurd periods are refused, not overflowed.
+fn deadline_after(grace: i64) -> Result<String, StatusError> {
+    let at = jiff::SignedDuration::from_secs(grace);
+    kubesvc_api::time::now().checked_add(at).map(kubesvc_api::time::format).map_err(|_| {
+        let mut errs = ErrorList::new();
+        errs.push(FieldError::invalid("gracePeriodSeconds", grace, "must be a number of seconds a timestamp can hold"));
+        StatusError::invalid(GroupKind { group: "meta.k8s.io", kind: "DeleteOptions" }, "", &errs)
+    })
 }
 
 /// DELETE's preconditions; Kubernetes names the object by its kind in these conflicts.

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::State;
-use crate::cache::{CacheEvent, Entry, EventType, WatchError, WatchStart};
+use crate::cache::{CacheEvent, Entry, EventType, ResourceCache, Subscription, WatchError, WatchStart};
 use crate::list::{Filter, too_large};
 use crate::output::{self, IncludeObject};
 use crate::registry::CACHE_WAIT;
@@ -156,79 +156,42 @@ pub async fn watch(
         _ => Duration::from_secs(1800 + rand::random_range(0..1800)),
     };
     let rc = state.registry.cache.resource(r).clone();
-    let initial = send_initial.unwrap_or(rv.is_empty() || rv == "0");
-    let start = if initial {
-        if rv.is_empty() && send_initial == Some(true) {
-            state.registry.consistent().await?;
+    let requested: Option<i64> = match rv.as_str() {
+        "" | "0" => None,
+        v => Some(v.parse().map_err(|_| StatusError::bad_request(format!("invalid resource version: {v:?}")))?),
+    };
+    if let Some(want) = requested
+        && !state.registry.cache.wait_for(want, CACHE_WAIT).await
+    {
+        return Err(too_large(want, state.registry.cache.rv()));
+    }
+    let start = match (send_initial, requested) {
+        // sendInitialEvents: the state (not older than any resourceVersion given), then changes.
+        (Some(true), _) => {
+            if rv.is_empty() {
+                state.registry.consistent().await?;
+            }
+            WatchStart::Initial
         }
-        WatchStart::Initial
-    } else {
-        let want: i64 =
-            rv.parse().map_err(|_| StatusError::bad_request(format!("invalid resource version: {rv:?}")))?;
-        if !state.registry.cache.wait_for(want, CACHE_WAIT).await {
-            return Err(too_large(want, state.registry.cache.rv()));
-        }
-        WatchStart::After(want)
+        // sendInitialEvents=false without a resourceVersion: changes from now on.
+        (Some(false), None) => WatchStart::After(state.registry.consistent().await?.max(rc.rv())),
+        (_, Some(want)) => WatchStart::After(want),
+        (None, None) => WatchStart::Initial,
     };
 
     let mut framer = Framer { r, n, include, first: true };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let sub = match rc.subscribe(start) {
-        Ok(s) => Some(s),
+    match rc.subscribe(start) {
+        Ok(sub) => {
+            let stream =
+                Stream { tx, deadline: Box::pin(tokio::time::sleep(timeout)), shutdown: state.shutdown.clone() };
+            tokio::spawn(stream.run(sub, rc, filter, framer, send_initial == Some(true) && bookmarks, bookmarks));
+        }
         Err(WatchError::TooOld(want, oldest)) => {
             // Too old: a 200 whose one event says so, as Kubernetes answers.
             let e = StatusError::expired(format!("too old resource version: {want} ({oldest})"));
             let _ = tx.try_send(framer.error(&e));
-            None
         }
-    };
-    if let Some(sub) = sub {
-        let mut shutdown = state.shutdown.clone();
-        tokio::spawn(async move {
-            let mut last_rv = sub.rv;
-            for ev in &sub.backlog {
-                if let Some(ty) = visible(&filter, ev)
-                    && tx.send(framer.event(ty, &ev.obj)).await.is_err()
-                {
-                    return;
-                }
-            }
-            if send_initial == Some(true) && bookmarks && tx.send(framer.bookmark(sub.rv, true)).await.is_err() {
-                return;
-            }
-            let mut live = sub.live;
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
-            loop {
-                tokio::select! {
-                    ev = live.recv() => match ev {
-                        Ok(ev) => {
-                            if ev.rv <= sub.rv {
-                                continue; // Already in the backlog.
-                            }
-                            last_rv = ev.rv;
-                            if let Some(ty) = visible(&filter, &ev)
-                                && tx.send(framer.event(ty, &ev.obj)).await.is_err()
-                            {
-                                return;
-                            }
-                        }
-                        // Too slow to keep up: end the watch; the client resumes from its last resourceVersion.
-                        Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = tick.tick(), if bookmarks => {
-                        let rv = rc.rv().max(last_rv);
-                        if tx.send(framer.bookmark(rv, false)).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ = &mut deadline => return,
-                    _ = shutdown.changed() => return,
-                    _ = tx.closed() => return,
-                }
-            }
-        });
     }
     let body = StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))));
     let mut resp = Response::new(BodyExt::boxed(body));
@@ -239,4 +202,113 @@ pub async fn watch(
     };
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     Ok(resp)
+}
+
+/// One watch's delivery: every send gives way to the deadline, shutdown and a
+/// client that went away, so a client that stops reading cannot hold it open.
+struct Stream {
+    tx: mpsc::Sender<Bytes>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stream {
+    async fn send(&mut self, frame: Bytes) -> bool {
+        tokio::select! {
+            r = self.tx.send(frame) => r.is_ok(),
+            _ = &mut self.deadline => false,
+            _ = self.shutdown.changed() => false,
+        }
+    }
+
+    /// Sends `ev` if this watcher sees it; false when the watch is over.
+    async fn event(&mut self, framer: &mut Framer, filter: &Filter, ev: &CacheEvent) -> bool {
+        match visible(filter, ev) {
+            None => true,
+            // Leaving the selector: Kubernetes sends the last state the watcher could see.
+            Some(EventType::Deleted) if ev.ty == EventType::Modified => {
+                let prev = ev.prev.as_ref().expect("a modification has a previous state");
+                let last = Entry::build(framer.r, prev.value(), ev.rv);
+                let frame = framer.event(EventType::Deleted, &last);
+                self.send(frame).await
+            }
+            Some(ty) => {
+                let frame = framer.event(ty, &ev.obj);
+                self.send(frame).await
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        sub: Subscription,
+        rc: Arc<ResourceCache>,
+        filter: Filter,
+        mut framer: Framer,
+        initial_end: bool,
+        bookmarks: bool,
+    ) {
+        for ev in &sub.backlog {
+            if !self.event(&mut framer, &filter, ev).await {
+                return;
+            }
+        }
+        if initial_end && !self.send(framer.bookmark(sub.rv, true)).await {
+            return;
+        }
+        let mut live = sub.live;
+        let mut last_rv = sub.rv;
+        // A live event read ahead while draining for a bookmark.
+        let mut ahead: Option<Arc<CacheEvent>> = None;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        loop {
+            let ev = match ahead.take() {
+                Some(ev) => ev,
+                None => tokio::select! {
+                    ev = live.recv() => match ev {
+                        Ok(ev) => ev,
+                        // Too slow to keep up, or the cache relisted: end the watch; the client resumes.
+                        Err(_) => return,
+                    },
+                    _ = tick.tick(), if bookmarks => {
+                        // Every event up to the cache's revision is already queued: deliver those first,
+                        // so no event ever follows a bookmark with a later resourceVersion.
+                        let rv = rc.rv();
+                        loop {
+                            match live.try_recv() {
+                                Ok(ev) if ev.rv > rv => {
+                                    ahead = Some(ev);
+                                    break;
+                                }
+                                Ok(ev) => {
+                                    if ev.rv > sub.rv {
+                                        last_rv = ev.rv;
+                                        if !self.event(&mut framer, &filter, &ev).await {
+                                            return;
+                                        }
+                                    }
+                                }
+                                Err(broadcast::error::TryRecvError::Empty) => break,
+                                Err(_) => return,
+                            }
+                        }
+                        if !self.send(framer.bookmark(rv.max(last_rv), false)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    _ = &mut self.deadline => return,
+                    _ = self.shutdown.changed() => return,
+                    _ = self.tx.closed() => return,
+                },
+            };
+            if ev.rv <= sub.rv {
+                continue; // Already in the backlog.
+            }
+            last_rv = ev.rv;
+            if !self.event(&mut framer, &filter, &ev).await {
+                return;
+            }
+        }
+    }
 }

@@ -97,7 +97,9 @@ fn resource_target(group: &str, version: &str, rest: &[&str]) -> Target {
     let Some(resource) = resources::find(group, version, rest[0]) else {
         return Target::NoSuchResource;
     };
-    if resource.namespaced && namespace.is_empty() && rest.len() > 1 {
+    if (resource.namespaced && namespace.is_empty() && rest.len() > 1)
+        || (!resource.namespaced && !namespace.is_empty())
+    {
         return Target::NoSuchResource;
     }
     let sub = match rest.get(2) {
@@ -121,7 +123,11 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = b[i + 1..i + 3]
+                    .iter()
+                    .all(u8::is_ascii_hexdigit)
+                    .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+                    .flatten();
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -409,6 +415,7 @@ mod tests {
         let Target::Resource(r) = route("/api/v1/pods") else { panic!() };
         assert!(r.namespace.is_empty() && r.name.is_none());
         assert!(matches!(route("/api/v1/namespaces/d/foos"), Target::NoSuchResource));
+        assert!(matches!(route("/api/v1/namespaces/d/nodes/n1"), Target::NoSuchResource), "nodes are not namespaced");
         assert!(matches!(route("/api/v1/namespaces/d/pods/p/exec2"), Target::NoSuchResource));
         assert!(matches!(route("/apis/apps/v2/deployments"), Target::Unknown));
         assert!(matches!(route("/apis/apps/v1"), Target::GroupVersion(..)));
@@ -421,6 +428,7 @@ mod tests {
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
         assert_eq!(q.int("limit").unwrap(), Some(500));
+        assert_eq!(percent_decode("%+1x%41", false), "%+1xA");
     }
 
     #[test]

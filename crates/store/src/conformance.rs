@@ -21,7 +21,8 @@ macro_rules! conformance_tests {
             range_prefix_limit_count, range_at_past_revision, watch_from_now, watch_replays_history,
             watch_filters_prefix, watch_compacted_start_fails, lagging_watcher_catches_up,
             compaction_keeps_live_values, compaction_of_deleted_keys, concurrent_creates_get_distinct_revisions,
-            concurrent_cas_one_winner, soak_in_memory);
+            concurrent_cas_one_winner, soak_in_memory, no_op_txn_takes_no_revision, watch_from_future_revision,
+            inverted_ranges_are_empty);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -352,6 +353,42 @@ pub async fn concurrent_cas_one_winner(store: &dyn Store) {
     let wins = futures::future::join_all(futs).await.into_iter().filter(|r| r.as_ref().unwrap().committed()).count();
     assert_eq!(wins, 1, "compare-and-swap on one revision has one winner");
     assert_eq!(store.get(b"/cas").await.unwrap().unwrap().version, 2);
+}
+
+pub async fn no_op_txn_takes_no_revision(store: &dyn Store) {
+    let r = commit(store, Txn::create("/noop/a", b("1"))).await;
+    let mut w = store.watch(b"/noop/".to_vec(), 0).await.unwrap();
+    let resp =
+        store.txn(Txn { compares: vec![], ops: vec![Op::Delete { key: b"/noop/missing".to_vec() }] }).await.unwrap();
+    assert_eq!(
+        resp,
+        TxnResponse::Committed { revision: r, prev: vec![None] },
+        "as in etcd, nothing changed, no revision"
+    );
+    assert_eq!(store.revisions().await.unwrap().current, r);
+    let r2 = commit(store, Txn::create("/noop/b", b("2"))).await;
+    assert_eq!(r2, r + 1);
+    assert_eq!(next_events(&mut w).await.revision, r2);
+}
+
+pub async fn watch_from_future_revision(store: &dyn Store) {
+    let r = commit(store, Txn::create("/fut/a", b("1"))).await;
+    let mut w = store.watch(b"/fut/".to_vec(), r + 3).await.unwrap();
+    commit(store, Txn::create("/fut/b", b("2"))).await;
+    commit(store, Txn::create("/fut/c", b("3"))).await;
+    let r3 = commit(store, Txn::create("/fut/d", b("4"))).await;
+    let batch = next_events(&mut w).await;
+    assert_eq!(batch.revision, r3, "nothing before the requested start is delivered");
+    assert_eq!(batch.events[0].kv.key, b("/fut/d"));
+}
+
+pub async fn inverted_ranges_are_empty(store: &dyn Store) {
+    commit(store, Txn::create("/inv/a", b("1"))).await;
+    let resp = store
+        .range(RangeRequest { start: b"/inv/z".to_vec(), end: b"/inv/b".to_vec(), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(resp.kvs.is_empty() && resp.count == 0);
 }
 
 /// Random creates, updates, deletes and compactions checked against a model after every step.

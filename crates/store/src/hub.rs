@@ -47,10 +47,11 @@ impl Hub {
     ) -> Result<WatchStream, Error> {
         // Subscribe before reading history, so that nothing committed in between is missed.
         let mut live = self.tx.subscribe();
-        let mut next = if start == 0 { source.current_revision()? + 1 } else { start };
+        let start = if start == 0 { source.current_revision()? + 1 } else { start };
         // Fail fast on a compacted start, before handing out a stream.
-        let (mut pending, upto) = read_history(&source, &prefix, next).await?;
-        next = upto + 1;
+        let (mut pending, upto) = read_history(&source, &prefix, start).await?;
+        // A start beyond the current revision waits for it.
+        let mut next = start.max(upto + 1);
         let (out, rx) = mpsc::channel::<Result<WatchBatch, Error>>(OUT_BUFFER);
         tokio::spawn(async move {
             loop {
@@ -81,7 +82,7 @@ impl Hub {
                 match read_history(&source, &prefix, next).await {
                     Ok((batches, upto)) => {
                         pending = batches;
-                        next = upto + 1;
+                        next = next.max(upto + 1);
                     }
                     Err(e) => {
                         let _ = out.send(Err(e)).await;

@@ -63,6 +63,9 @@ impl ReadEngine for State {
         rev: i64,
         visit: &mut dyn FnMut(&[u8], Version) -> bool,
     ) -> Result<(), Error> {
+        if end != [0] && start >= end {
+            return Ok(());
+        }
         let range = self.keys.range::<[u8], _>((Bound::Included(start), end_bound(end)));
         for (key, versions) in range {
             let idx = versions.partition_point(|v| v.rev <= rev);

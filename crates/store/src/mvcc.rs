@@ -149,7 +149,10 @@ pub(crate) fn apply_txn(engine: &mut dyn WriteEngine, txn: &Txn) -> Result<(TxnR
         }
         prev.push(before);
     }
-    // A transaction whose deletes all missed still takes a revision, as in etcd.
+    if changed.is_empty() {
+        // As in etcd, a transaction that changed nothing (its deletes all missed) takes no revision.
+        return Ok((TxnResponse::Committed { revision: revs.current, prev }, None));
+    }
     engine.put_log(rev, &changed)?;
     engine.set_revisions(Revisions { current: rev, compacted: revs.compacted })?;
     Ok((TxnResponse::Committed { revision: rev, prev }, Some(WatchBatch { revision: rev, events })))
@@ -187,6 +190,9 @@ pub(crate) fn range(engine: &dyn ReadEngine, req: &RangeRequest) -> Result<Range
             resp.kvs.push(kv);
             resp.count = 1;
         }
+        return Ok(resp);
+    }
+    if req.end != [0] && req.start.as_slice() >= req.end.as_slice() {
         return Ok(resp);
     }
     let limit = if req.limit == 0 { usize::MAX } else { req.limit };

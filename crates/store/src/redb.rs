@@ -134,6 +134,7 @@ enum Outcome {
 fn apply_group(shared: &Shared, group: Vec<Request>) {
     let mut outcomes = Vec::with_capacity(group.len());
     let mut batches = Vec::new();
+    let mut requests = group.into_iter();
     let result = (|| -> Result<Revisions, Error> {
         let mut w = shared.db.begin_write().map_err(backend)?;
         w.set_durability(Durability::Immediate).map_err(backend)?;
@@ -143,24 +144,40 @@ fn apply_group(shared: &Shared, group: Vec<Request>) {
                 log: w.open_table(LOG).map_err(backend)?,
                 meta: w.open_table(META).map_err(backend)?,
             };
-            for req in group {
+            for req in requests.by_ref() {
                 match req {
                     Request::Txn(txn, reply) => {
-                        // A malformed transaction fails alone; a storage error fails the group.
+                        // A malformed transaction fails alone, before it writes anything.
                         if let Err(e) = txn.validate() {
                             outcomes.push(Outcome::Txn(reply, Err(e)));
                             continue;
                         }
-                        let (resp, batch) = mvcc::apply_txn(&mut tables, &txn)?;
-                        batches.extend(batch);
-                        outcomes.push(Outcome::Txn(reply, Ok(resp)));
+                        // Any other error may come after partial writes: it fails the whole group.
+                        match mvcc::apply_txn(&mut tables, &txn) {
+                            Ok((resp, batch)) => {
+                                batches.extend(batch);
+                                outcomes.push(Outcome::Txn(reply, Ok(resp)));
+                            }
+                            Err(e) => {
+                                outcomes.push(Outcome::Txn(reply, Err(Error::Backend(e.to_string()))));
+                                return Err(e);
+                            }
+                        }
                     }
                     Request::Compact(rev, reply) => {
-                        let r = mvcc::compact(&mut tables, rev);
-                        if let Err(e @ Error::Backend(_)) = r {
-                            return Err(e);
+                        let revs = tables.revisions()?;
+                        // Refusals come before any write; other errors fail the group.
+                        if rev > revs.current || rev <= revs.compacted {
+                            outcomes.push(Outcome::Compact(reply, mvcc::compact(&mut tables, rev)));
+                            continue;
                         }
-                        outcomes.push(Outcome::Compact(reply, r));
+                        match mvcc::compact(&mut tables, rev) {
+                            Ok(()) => outcomes.push(Outcome::Compact(reply, Ok(()))),
+                            Err(e) => {
+                                outcomes.push(Outcome::Compact(reply, Err(Error::Backend(e.to_string()))));
+                                return Err(e);
+                            }
+                        }
                     }
                 }
             }
@@ -185,10 +202,17 @@ fn apply_group(shared: &Shared, group: Vec<Request>) {
         }
         Err(e) => {
             tracing::error!(error = %e, "redb write group failed; nothing in it was written");
+            let fail = || Error::Backend(format!("write group failed: {e}"));
             for o in outcomes {
                 match o {
-                    Outcome::Txn(reply, _) => drop(reply.send(Err(Error::Backend(e.to_string())))),
-                    Outcome::Compact(reply, _) => drop(reply.send(Err(Error::Backend(e.to_string())))),
+                    Outcome::Txn(reply, _) => drop(reply.send(Err(fail()))),
+                    Outcome::Compact(reply, _) => drop(reply.send(Err(fail()))),
+                }
+            }
+            for req in requests {
+                match req {
+                    Request::Txn(_, reply) => drop(reply.send(Err(fail()))),
+                    Request::Compact(_, reply) => drop(reply.send(Err(fail()))),
                 }
             }
         }
@@ -334,13 +358,15 @@ impl WriteEngine for WriteTables<'_> {
     }
 }
 
-impl HistorySource for RedbStore {
+// Watchers hold only the shared state, not the writer's channel: the writer
+// stops when the last store handle goes, whatever watches are still open.
+impl HistorySource for Shared {
     fn history(&self, prefix: &[u8], from: i64) -> Result<(Vec<WatchBatch>, i64), Error> {
-        read_snapshot(&self.shared.db, |e| mvcc::history(e, prefix, from))
+        read_snapshot(&self.db, |e| mvcc::history(e, prefix, from))
     }
 
     fn current_revision(&self) -> Result<i64, Error> {
-        Ok(self.shared.current.load(Ordering::Acquire))
+        Ok(self.current.load(Ordering::Acquire))
     }
 }
 
@@ -355,7 +381,7 @@ impl Store for RedbStore {
     }
 
     async fn watch(&self, prefix: Vec<u8>, start: i64) -> Result<WatchStream, Error> {
-        self.shared.hub.clone().watch(Arc::new(self.clone()), prefix, start).await
+        self.shared.hub.clone().watch(self.shared.clone(), prefix, start).await
     }
 
     async fn compact(&self, revision: i64) -> Result<(), Error> {
