@@ -49,6 +49,9 @@ struct ServerArgs {
     /// Extra DNS names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// Seconds between bookmarks to watches that ask for them.
+    #[arg(long, default_value_t = 60)]
+    watch_bookmark_interval: u64,
 }
 
 async fn shutdown_signal() {
@@ -81,6 +84,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.watch_cache_size = args.watch_cache_size;
     config.compaction_interval = Duration::from_secs(args.compaction_interval.max(1));
     config.extra_sans = args.tls_san;
+    config.bookmark_interval = Duration::from_secs(args.watch_bookmark_interval.max(1));
     let running = kubesvc_apiserver::start(config, store).await?;
     eprintln!("kubesvc API server listening on https://{}; kubeconfig: {}", running.addr, running.kubeconfig.display());
     shutdown_signal().await;

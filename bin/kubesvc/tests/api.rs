@@ -648,3 +648,49 @@ fn list_and_watch_edges() {
         assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("fresh")));
     });
 }
+
+/// Bookmarks come with every event at or below their resourceVersion already sent.
+#[test]
+fn bookmarks_never_overtake_events() {
+    let c = Cluster::start_with(env!("CARGO_BIN_EXE_kubesvc"), &["--watch-bookmark-interval", "1"]).unwrap();
+    c.rt.block_on(async {
+        let client = c.client().await.unwrap();
+        let api: Api<Service> = Api::default_namespaced(client.clone());
+        let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+        let req = Request::builder()
+            .uri(format!("/api/v1/namespaces/default/services?watch=1&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=4"))
+            .body(kube::client::Body::empty())
+            .unwrap();
+        let mut body = client.send(req).await.unwrap().into_body();
+        let writer = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for i in 0..300 {
+                    api.create(&PostParams::default(), &svc(&format!("b{i:03}"))).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(8)).await;
+                }
+            })
+        };
+        let mut text = String::new();
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+            text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
+        }
+        writer.await.unwrap();
+        let mut last = 0i64;
+        let (mut bookmarks, mut events) = (0, 0);
+        for line in text.lines() {
+            let ev: Value = serde_json::from_str(line).unwrap();
+            let rv: i64 = ev["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+            if ev["type"] == "BOOKMARK" {
+                bookmarks += 1;
+                assert!(rv >= last, "a bookmark never goes back: {rv} after {last}");
+            } else {
+                events += 1;
+                assert!(rv > last, "an event at {rv} after a bookmark or event at {last}");
+            }
+            last = rv;
+        }
+        assert!(bookmarks >= 2, "{bookmarks} bookmarks in {events} events");
+        assert!(events > 100);
+    });
+}

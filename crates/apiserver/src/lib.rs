@@ -58,6 +58,8 @@ pub struct State {
     pub advertise: String,
     /// Flips to true at shutdown; watches end.
     pub shutdown: signal::Receiver<bool>,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
 }
 
 pub struct Config {
@@ -69,6 +71,8 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// Extra names and addresses for the serving certificate.
     pub extra_sans: Vec<String>,
+    /// How often watches that asked for bookmarks get one (Kubernetes: about a minute).
+    pub bookmark_interval: Duration,
     pub admission: Vec<Arc<dyn Admission>>,
 }
 
@@ -80,6 +84,7 @@ impl Config {
             watch_cache_size: 10_000,
             compaction_interval: Duration::from_secs(300),
             extra_sans: Vec::new(),
+            bookmark_interval: Duration::from_secs(60),
             admission: Vec::new(),
         }
     }
@@ -142,6 +147,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
         token: pki.token.clone(),
         advertise: advertise.clone(),
         shutdown: stopped.clone(),
+        bookmark_interval: config.bookmark_interval,
     });
 
     namespaces::spawn_controller(state.clone());

@@ -25,9 +25,6 @@ use crate::output::{self, IncludeObject};
 use crate::registry::CACHE_WAIT;
 use crate::web::{Body, Format, JSON, Negotiated, Query, ResourcePath};
 
-/// How often bookmarks go out to watchers that asked for them.
-const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
-
 fn invalid(err: FieldError) -> StatusError {
     let mut errs = ErrorList::new();
     errs.push(err);
@@ -183,8 +180,12 @@ pub async fn watch(
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     match rc.subscribe(start) {
         Ok(sub) => {
-            let stream =
-                Stream { tx, deadline: Box::pin(tokio::time::sleep(timeout)), shutdown: state.shutdown.clone() };
+            let stream = Stream {
+                tx,
+                deadline: Box::pin(tokio::time::sleep(timeout)),
+                shutdown: state.shutdown.clone(),
+                bookmark_every: state.bookmark_interval,
+            };
             tokio::spawn(stream.run(sub, rc, filter, framer, send_initial == Some(true) && bookmarks, bookmarks));
         }
         Err(WatchError::TooOld(want, oldest)) => {
@@ -210,6 +211,7 @@ struct Stream {
     tx: mpsc::Sender<Bytes>,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    bookmark_every: Duration,
 }
 
 impl Stream {
@@ -260,7 +262,8 @@ impl Stream {
         let mut last_rv = sub.rv;
         // A live event read ahead while draining for a bookmark.
         let mut ahead: Option<Arc<CacheEvent>> = None;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        let every = self.bookmark_every;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             let ev = match ahead.take() {
                 Some(ev) => ev,
