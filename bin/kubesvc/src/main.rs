@@ -52,6 +52,16 @@ struct ServerArgs {
     /// Seconds between bookmarks to watches that ask for them.
     #[arg(long, default_value_t = 60)]
     watch_bookmark_interval: u64,
+    /// Services' cluster IP range; a second range of the other family, after a comma, makes the cluster dual-stack.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// Node ports for NodePort and LoadBalancer Services, inclusive.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// The address the `kubernetes` Service's endpoints name (default: the listen
+    /// address, or the first global address of this host).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
 }
 
 async fn shutdown_signal() {
@@ -85,6 +95,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.compaction_interval = Duration::from_secs(args.compaction_interval.max(1));
     config.extra_sans = args.tls_san;
     config.bookmark_interval = Duration::from_secs(args.watch_bookmark_interval.max(1));
+    config.services =
+        kubesvc_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)
+            .map_err(anyhow::Error::msg)?;
+    config.advertise_address = args.advertise_address;
     let running = kubesvc_apiserver::start(config, store).await?;
     eprintln!("kubesvc API server listening on https://{}; kubeconfig: {}", running.addr, running.kubeconfig.display());
     shutdown_signal().await;

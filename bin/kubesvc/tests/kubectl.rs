@@ -219,7 +219,7 @@ fn seed_manifests_apply_and_list() {
     // Everything at once, across namespaces.
     let all = rows(&c.kubectl(&["get", "services", "-A"]).ok());
     assert_eq!(all[0], ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
-    assert_eq!(all.len(), 1 + 4);
+    assert_eq!(all.len(), 1 + 4 + 2, "ours and the built-in kubernetes and kube-dns");
 }
 
 #[test]
@@ -331,7 +331,7 @@ fn errors_read_as_kubernetes_prints_them() {
     let bad_name = "apiVersion: v1\nkind: Service\nmetadata:\n  name: Bad_Name\nspec:\n  ports:\n  - port: 80\n";
     assert_eq!(
         c.kubectl_stdin(&["create", "-f", "-"], Some(bad_name)).err().trim(),
-        "The Service \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+        "The Service \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
     );
     let unknown =
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: strict\nspec:\n  bogus: 1\n  ports:\n  - port: 80\n";

@@ -24,6 +24,7 @@ async fn snapshot(c: &kubesvc_testsupport::Cluster) -> Vec<(String, String, Stri
         .items
         .into_iter()
         .map(|s| (s.metadata.name.unwrap(), s.metadata.uid.unwrap(), s.metadata.resource_version.unwrap()))
+        .filter(|(name, _, _)| name != "kubernetes")
         .collect();
     out.sort();
     out

@@ -6,6 +6,7 @@
 
 pub mod kinds;
 pub mod meta;
+pub mod net;
 pub mod patch;
 pub mod printers;
 pub mod quantity;

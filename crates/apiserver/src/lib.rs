@@ -9,7 +9,8 @@
 //!   admission steps, and compare-and-swap transactions on the store;
 //! - [`output`] renders objects, lists and Tables; [`discovery`] and
 //!   [`openapi`] describe the API; [`namespaces`] runs namespace lifecycle;
-//!   [`pki`] keeps the certificates and writes the admin kubeconfig.
+//!   [`services`] allocates Services' addresses and keeps the built-in
+//!   Services; [`pki`] keeps the certificates and writes the admin kubeconfig.
 
 pub mod cache;
 pub mod discovery;
@@ -21,6 +22,7 @@ pub mod output;
 pub mod pki;
 pub mod registry;
 pub mod server;
+pub mod services;
 pub mod watch;
 pub mod web;
 
@@ -73,6 +75,11 @@ pub struct Config {
     pub extra_sans: Vec<String>,
     /// How often watches that asked for bookmarks get one (Kubernetes: about a minute).
     pub bookmark_interval: Duration,
+    /// Where Services' cluster IPs and node ports come from.
+    pub services: services::ServiceNetwork,
+    /// The address the `kubernetes` Service's endpoints name; found from the listen
+    /// address or the host's interfaces when not given.
+    pub advertise_address: Option<IpAddr>,
     pub admission: Vec<Arc<dyn Admission>>,
 }
 
@@ -85,6 +92,8 @@ impl Config {
             compaction_interval: Duration::from_secs(300),
             extra_sans: Vec::new(),
             bookmark_interval: Duration::from_secs(60),
+            services: services::ServiceNetwork::default(),
+            advertise_address: None,
             admission: Vec::new(),
         }
     }
@@ -104,6 +113,29 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+/// The address other hosts reach this server at: the listen address if it is
+/// one, else the first global address of an interface that is up.
+fn advertise_address(listen: &SocketAddr) -> Option<IpAddr> {
+    let usable = |ip: &IpAddr| !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast();
+    if usable(&listen.ip()) {
+        return Some(listen.ip());
+    }
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    let mut found: Vec<IpAddr> = addrs
+        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        .filter_map(|a| {
+            let sa = a.address?;
+            sa.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .filter(|ip| usable(ip) && !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .collect();
+    // IPv4 first, as kube-apiserver prefers.
+    found.sort_by_key(|ip| ip.is_ipv6());
+    found.first().copied()
 }
 
 fn server_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
@@ -130,12 +162,23 @@ fn server_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
 /// Starts the API server on `store`; it serves until [`Running::shutdown`].
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Error> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io(config.data_dir.clone(), e))?;
-    let pki = pki::Pki::load_or_create(&config.data_dir, &server_names(&config.listen, &config.extra_sans))?;
+    let mut sans = config.extra_sans.clone();
+    sans.extend(config.advertise_address.map(|ip| ip.to_string()));
+    let pki = pki::Pki::load_or_create(&config.data_dir, &server_names(&config.listen, &sans))?;
     let tls = pki.server_config()?;
     let (stop, stopped) = signal::channel(false);
     let cache = cache::Cache::start(store.clone(), config.watch_cache_size, stopped.clone()).await?;
-    let registry = registry::Registry::new(store.clone(), cache, config.admission);
+    let allocator = services::ServiceAllocator::start(store.clone(), &config.services, stopped.clone())
+        .await
+        .map_err(Error::Startup)?;
+    let mut admission = config.admission;
+    admission.push(allocator.clone());
+    let registry = registry::Registry::new(store.clone(), cache, admission);
     namespaces::bootstrap(&registry).await.map_err(|e| Error::Startup(e.message))?;
+    let report = services::repair::run_once(&*store, &allocator.ranges)
+        .await
+        .map_err(|e| Error::Startup(format!("unable to perform initial IP and Port allocation check: {e}")))?;
+    services::repair::report_events(&registry, &report).await;
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| Error::Bind(config.listen, e))?;
     let addr = listener.local_addr().map_err(|e| Error::Bind(config.listen, e))?;
@@ -151,6 +194,11 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
     });
 
     namespaces::spawn_controller(state.clone());
+    let primary = services::ranges::IpRange::new(config.services.cidrs[0]).map_err(Error::Startup)?;
+    let advertise_ip = config.advertise_address.or_else(|| advertise_address(&config.listen));
+    let builtins = services::builtin::Builtins { range: primary, advertise: advertise_ip, port: addr.port() };
+    services::builtin::start(state.clone(), builtins).await;
+    services::repair::spawn(store.clone(), allocator.ranges.clone(), state.clone());
     spawn_compactor(store, config.compaction_interval, stopped.clone());
     // The kubeconfig appears only once the server accepts connections.
     let kubeconfig = pki.write_kubeconfig(&config.data_dir.join("kubeconfig"), &format!("https://{advertise}"))?;

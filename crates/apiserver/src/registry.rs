@@ -101,6 +101,15 @@ pub enum Deleted {
     Gone(Value),
 }
 
+/// Whether an update still goes through admission and the kind's rules.
+#[derive(Clone, Copy)]
+enum Prepared {
+    /// A client's version of the object (or of a subresource).
+    Client(Option<Subresource>),
+    /// Written by the server as it is (deletion marks).
+    Server,
+}
+
 /// The outcome of one compare-and-swap write.
 enum Write {
     Done(Value),
@@ -327,6 +336,8 @@ impl Registry {
         let generated = meta::name(&obj).is_empty() && !meta::generate_name(&obj).is_empty();
         let base: String = meta::generate_name(&obj).chars().take(58).collect();
         let mut name_attempts = 0;
+        // One uid for every attempt, so that admission recognises its own earlier tries.
+        let uid = uuid::Uuid::new_v4().to_string();
         for _ in 0..MAX_RETRIES {
             self.consistent().await?;
             let mut candidate = obj.clone();
@@ -334,24 +345,25 @@ impl Registry {
                 meta::set(&mut candidate, "name", format!("{base}{}", random_suffix()));
             }
             let fence = self.check_namespace(r, ns, meta::name(&candidate))?;
+            meta::set(&mut candidate, "uid", uid.as_str());
+            meta::set(&mut candidate, "creationTimestamp", kubesvc_api::time::now_string());
+            let name = meta::name(&candidate).to_string();
+            let key = r.key(ns, &name);
+            let mut txn = Txn::create(key.clone(), Bytes::new());
+            // The namespace must not change (be marked for deletion) under the create.
+            if let Some((ns_key, ns_rev)) = &fence {
+                txn.compares.push(Compare::ModRevision(ns_key.clone().into_bytes(), *ns_rev));
+            }
+            // Admission (address allocation) comes before validation, as in Kubernetes: what it
+            // fills in is validated, and its own errors win.
+            for a in self.plugins(r) {
+                a.create(r, &mut candidate, &mut txn).await?;
+            }
             let errs = Self::validate_new(r, &candidate);
             if !errs.is_empty() {
                 return Err(StatusError::invalid(r.gk(), meta::name(&candidate), &errs));
             }
             let warnings = r.rules.warnings(&candidate);
-            meta::set(&mut candidate, "uid", uuid::Uuid::new_v4().to_string());
-            meta::set(&mut candidate, "creationTimestamp", kubesvc_api::time::now_string());
-            let name = meta::name(&candidate).to_string();
-            let key = r.key(ns, &name);
-            let mut txn = Txn::create(key.clone(), stored_bytes(&candidate));
-            // The namespace must not change (be marked for deletion) under the create.
-            if let Some((ns_key, ns_rev)) = &fence {
-                txn.compares.push(Compare::ModRevision(ns_key.clone().into_bytes(), *ns_rev));
-            }
-            for a in self.plugins(r) {
-                a.create(r, &mut candidate, &mut txn).await?;
-            }
-            // Plugins may have changed the object: write what they left.
             txn.ops[0] = Op::Put { key: key.clone().into_bytes(), value: stored_bytes(&candidate) };
             if opts.dry_run {
                 if self.read(r, ns, &name).await?.is_some() {
@@ -388,13 +400,8 @@ impl Registry {
         Err(StatusError::conflict(r.gr(), meta::name(&obj), "the object could not be created after repeated conflicts"))
     }
 
-    /// Applies what an update may and may not change, then validates.
-    fn prepare_update(
-        r: &'static Resource,
-        new: &mut Value,
-        old: &Value,
-        sub: Option<Subresource>,
-    ) -> Result<(), StatusError> {
+    /// Checks the name and namespace of an update and applies the scheme defaults.
+    fn begin_update(r: &'static Resource, new: &mut Value, old: &Value) -> Result<(), StatusError> {
         let name = meta::name(old).to_string();
         let new_name = meta::name(new).to_string();
         if new_name.is_empty() {
@@ -417,6 +424,17 @@ impl Registry {
             meta::remove(new, "namespace");
         }
         r.rules.default(new);
+        Ok(())
+    }
+
+    /// What the kind keeps and resets on an update, then validation.
+    fn finish_update(
+        r: &'static Resource,
+        new: &mut Value,
+        old: &Value,
+        sub: Option<Subresource>,
+    ) -> Result<(), StatusError> {
+        let name = meta::name(old).to_string();
         match sub {
             Some(Subresource::Status) => r.rules.prepare_for_status_update(new, old),
             Some(Subresource::Finalize) => {
@@ -469,8 +487,10 @@ impl Registry {
             r.rules.standard_finalizers_only(),
         );
         errs.extend(validate_object_meta_update(meta::meta(new), meta::meta(old)));
-        if sub.is_none() {
-            errs.extend(r.rules.validate_update(new, old));
+        match sub {
+            None => errs.extend(r.rules.validate_update(new, old)),
+            Some(Subresource::Status) => errs.extend(r.rules.validate_status_update(new, old)),
+            Some(_) => {}
         }
         if !errs.is_empty() {
             return Err(StatusError::invalid(r.gk(), &name, &errs));
@@ -490,7 +510,19 @@ impl Registry {
         old: &Value,
         old_rev: i64,
         opts: WriteOptions,
+        how: Prepared,
     ) -> Result<Write, StatusError> {
+        let key = r.key(ns, name);
+        let mut txn = Txn::update(key.clone(), old_rev, Bytes::new());
+        if let Prepared::Client(sub) = how {
+            // As on create, admission sees the update before the kind's rules and validation.
+            if sub.is_none() {
+                for a in self.plugins(r) {
+                    a.update(r, &mut new, old, &mut txn).await?;
+                }
+            }
+            Self::finish_update(r, &mut new, old, sub)?;
+        }
         let comparable = |v: &Value| {
             let mut v = v.clone();
             meta::remove(&mut v, "resourceVersion");
@@ -500,25 +532,18 @@ impl Registry {
             // Kubernetes writes nothing, and moves no resourceVersion, for a no-op.
             return Ok(Write::Done(old.clone()));
         }
-        let key = r.key(ns, name);
         let finishing = meta::deletion_timestamp(old).is_some()
             && meta::finalizers(&new).is_empty()
             && meta::meta(old).get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0
             && (r.plural != "namespaces"
                 || meta::get(&new, &["spec", "finalizers"]).and_then(Value::as_array).is_none_or(|f| f.is_empty()));
-        let mut txn = if finishing {
-            Txn::delete(key.clone(), old_rev)
-        } else {
-            Txn::update(key.clone(), old_rev, stored_bytes(&new))
-        };
-        for a in self.plugins(r) {
-            if finishing {
+        if finishing {
+            // The last finalizer is gone: the update deletes, and releases what a delete releases.
+            txn = Txn::delete(key.clone(), old_rev);
+            for a in self.plugins(r) {
                 a.delete(r, old, &mut txn).await?;
-            } else {
-                a.update(r, &mut new, old, &mut txn).await?;
             }
-        }
-        if !finishing {
+        } else {
             txn.ops[0] = Op::Put { key: key.into_bytes(), value: stored_bytes(&new) };
         }
         if opts.dry_run {
@@ -585,8 +610,8 @@ impl Registry {
                 ));
             }
             let mut new = body.clone();
-            Self::prepare_update(r, &mut new, &old, sub)?;
-            match self.write_update(r, ns, name, new, &old, kv.mod_revision, opts).await? {
+            Self::begin_update(r, &mut new, &old)?;
+            match self.write_update(r, ns, name, new, &old, kv.mod_revision, opts, Prepared::Client(sub)).await? {
                 Write::Done(obj) => return Ok(Written { obj, created: false, warnings }),
                 Write::ObjectMoved if !body_rv.is_empty() => return Err(StatusError::stale(r.gr(), name)),
                 Write::ObjectMoved | Write::Raced => {}
@@ -621,10 +646,11 @@ impl Registry {
                 return Err(StatusError::stale(r.gr(), name));
             }
             let mut new = patched;
-            Self::prepare_update(r, &mut new, &old, sub)?;
+            Self::begin_update(r, &mut new, &old)?;
             let mut warnings = warnings;
             warnings.extend(r.rules.warnings(&new));
-            if let Write::Done(obj) = self.write_update(r, ns, name, new, &old, kv.mod_revision, opts).await? {
+            let how = Prepared::Client(sub);
+            if let Write::Done(obj) = self.write_update(r, ns, name, new, &old, kv.mod_revision, opts, how).await? {
                 return Ok(Written { obj, created: false, warnings });
             }
         }
@@ -712,7 +738,7 @@ impl Registry {
         if meta::generation(old) > 0 {
             meta::set(&mut new, "generation", meta::generation(old) + 1);
         }
-        Ok(Some(self.write_update(r, ns, name, new, old, rev, opts).await?))
+        Ok(Some(self.write_update(r, ns, name, new, old, rev, opts, Prepared::Server).await?))
     }
 
     /// Marks a namespace as terminating; the namespace controller empties and removes it.
@@ -750,7 +776,8 @@ impl Registry {
             meta::set(&mut new, "deletionTimestamp", kubesvc_api::time::now_string());
             meta::object_at(&mut new, &["status"]).insert("phase".into(), json!("Terminating"));
             let write = WriteOptions { dry_run: opts.dry_run, field_validation: FieldValidation::Ignore };
-            if let Write::Done(obj) = self.write_update(r, "", name, new, &old, kv.mod_revision, write).await? {
+            let how = Prepared::Server;
+            if let Write::Done(obj) = self.write_update(r, "", name, new, &old, kv.mod_revision, write, how).await? {
                 return Ok(Deleted::Pending(obj));
             }
         }
@@ -785,9 +812,10 @@ impl Registry {
             let old = parse_kv(&kv)?;
             let mut new = old.clone();
             f(&mut new)?;
-            Self::prepare_update(r, &mut new, &old, sub)?;
+            Self::begin_update(r, &mut new, &old)?;
             let write = WriteOptions { dry_run: opts.dry_run, field_validation: FieldValidation::Ignore };
-            match self.write_update(r, ns, name, new, &old, kv.mod_revision, write).await? {
+            let how = Prepared::Client(sub);
+            match self.write_update(r, ns, name, new, &old, kv.mod_revision, write, how).await? {
                 Write::Done(obj) => return Ok(obj),
                 Write::ObjectMoved if opts.resource_version.is_some_and(|rv| !rv.is_empty()) => {
                     return Err(StatusError::stale(r.gr(), name));

@@ -1,4 +1,4 @@
-//! Namespaces, nodes, endpoints, events and leases.
+//! Namespaces, nodes, events and leases.
 
 use serde_json::{Value, json};
 
@@ -99,26 +99,6 @@ impl Rules for NodeRules {
     fn field_value(&self, obj: &Value, label: &str) -> Option<String> {
         (label == "spec.unschedulable")
             .then(|| meta::get(obj, &["spec", "unschedulable"]).and_then(Value::as_bool).unwrap_or(false).to_string())
-    }
-}
-
-pub struct EndpointsRules;
-
-impl Rules for EndpointsRules {
-    fn default(&self, obj: &mut Value) {
-        for subset in obj.get_mut("subsets").and_then(Value::as_array_mut).into_iter().flatten() {
-            for p in subset.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
-                meta::default_at(p, &[], "protocol", "TCP");
-            }
-        }
-    }
-
-    fn allow_create_on_update(&self) -> bool {
-        true
-    }
-
-    fn warnings(&self, _obj: &Value) -> Vec<String> {
-        vec!["v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice".into()]
     }
 }
 

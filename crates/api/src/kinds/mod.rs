@@ -4,9 +4,9 @@
 
 mod apps;
 mod core;
-mod discovery;
+mod endpoints;
 mod pod;
-mod service;
+pub mod service;
 
 use serde_json::Value;
 
@@ -14,10 +14,8 @@ use crate::meta;
 use crate::validation::{ErrorList, NameRule};
 
 pub use apps::{DeploymentRules, ReplicaSetRules};
-pub use core::{
-    EndpointsRules, EventRules, LeaseRules, NAMESPACE_FINALIZER, NAMESPACE_NAME_LABEL, NamespaceRules, NodeRules,
-};
-pub use discovery::EndpointSliceRules;
+pub use core::{EventRules, LeaseRules, NAMESPACE_FINALIZER, NAMESPACE_NAME_LABEL, NamespaceRules, NodeRules};
+pub use endpoints::{EndpointSliceRules, EndpointsRules};
 pub use pod::{PodRules, default_pod_spec, qos_class};
 pub use service::ServiceRules;
 
@@ -83,6 +81,11 @@ pub trait Rules: Send + Sync + 'static {
     /// Kind-specific validation of an update.
     fn validate_update(&self, new: &Value, _old: &Value) -> ErrorList {
         self.validate(new)
+    }
+
+    /// Kind-specific validation of an update of `/status`.
+    fn validate_status_update(&self, _new: &Value, _old: &Value) -> ErrorList {
+        ErrorList::new()
     }
 
     /// Whether a PUT of a missing object creates it.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::{Generation, Rules, keep_status, str_at};
 use crate::meta;
 use crate::quantity;
-use crate::validation::{ErrorList, FieldError, is_dns1123_label, is_dns1123_subdomain};
+use crate::validation::{ErrorList, FieldError, is_dns1123_label, is_dns1123_subdomain, port_num_error};
 
 pub struct PodRules;
 
@@ -198,37 +198,53 @@ pub fn is_valid_port_name(name: &str) -> Vec<String> {
     errs
 }
 
-const PORT_RANGE: &str = "must be between 1 and 65535, inclusive";
-
 fn validate_ports(ports: &[Value], path: &str, errs: &mut ErrorList) {
     let mut names = HashSet::new();
     for (i, p) in ports.iter().enumerate() {
         let at = format!("{path}[{i}]");
-        if let Some(name) = p.get("name").and_then(Value::as_str) {
-            for m in is_valid_port_name(name) {
-                errs.push(FieldError::invalid(format!("{at}.name"), name, m));
-            }
-            if !names.insert(name.to_string()) {
+        let name = str_at(p, &["name"]);
+        if !name.is_empty() {
+            let msgs = is_valid_port_name(name);
+            // Names are only compared once they are valid.
+            if msgs.is_empty() && !names.insert(name.to_string()) {
                 errs.push(FieldError::duplicate(format!("{at}.name"), name));
             }
+            errs.invalid_each(&format!("{at}.name"), name, msgs);
         }
         let cp = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
         if cp == 0 {
             errs.push(FieldError::required(format!("{at}.containerPort"), ""));
-        } else if !(1..=65535).contains(&cp) {
-            errs.push(FieldError::invalid(format!("{at}.containerPort"), cp, PORT_RANGE));
+        } else if let Some(m) = port_num_error(cp) {
+            errs.push(FieldError::invalid(format!("{at}.containerPort"), cp, m));
         }
-        if let Some(hp) = p.get("hostPort").and_then(Value::as_i64)
-            && hp != 0
-            && !(1..=65535).contains(&hp)
+        let hp = p.get("hostPort").and_then(Value::as_i64).unwrap_or(0);
+        if hp != 0
+            && let Some(m) = port_num_error(hp)
         {
-            errs.push(FieldError::invalid(format!("{at}.hostPort"), hp, PORT_RANGE));
+            errs.push(FieldError::invalid(format!("{at}.hostPort"), hp, m));
         }
         match p.get("protocol").and_then(Value::as_str) {
             None => errs.push(FieldError::required(format!("{at}.protocol"), "")),
             Some("TCP" | "UDP" | "SCTP") => {}
             Some(other) => {
                 errs.push(FieldError::not_supported(format!("{at}.protocol"), other, &["SCTP", "TCP", "UDP"]))
+            }
+        }
+    }
+}
+
+/// Two ports of the pod's containers may not claim the same protocol, host IP and host port.
+fn validate_host_ports(containers: &[Value], path: &str, errs: &mut ErrorList) {
+    let mut seen = HashSet::new();
+    for (i, c) in containers.iter().enumerate() {
+        for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let hp = p.get("hostPort").and_then(Value::as_i64).unwrap_or(0);
+            if hp == 0 {
+                continue;
+            }
+            let key = format!("{}/{}/{hp}", str_at(p, &["protocol"]), str_at(p, &["hostIP"]));
+            if !seen.insert(key.clone()) {
+                errs.push(FieldError::duplicate(format!("{path}[{i}].ports[{j}].hostPort"), key));
             }
         }
     }
@@ -247,9 +263,7 @@ fn validate_containers(
         if name.is_empty() {
             errs.push(FieldError::required(format!("{at}.name"), ""));
         } else {
-            for m in is_dns1123_label(name) {
-                errs.push(FieldError::invalid(format!("{at}.name"), name, m));
-            }
+            errs.invalid_each(&format!("{at}.name"), name, is_dns1123_label(name));
             if !seen.insert(name.to_string()) {
                 errs.push(FieldError::duplicate(format!("{at}.name"), name));
             }
@@ -292,9 +306,7 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> ErrorList {
         if name.is_empty() {
             errs.push(FieldError::required(at, ""));
         } else {
-            for m in is_dns1123_label(name) {
-                errs.push(FieldError::invalid(at.clone(), name, m));
-            }
+            errs.invalid_each(&at, name, is_dns1123_label(name));
             if !volumes.insert(name.to_string()) {
                 errs.push(FieldError::duplicate(at, name));
             }
@@ -309,6 +321,7 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> ErrorList {
         validate_containers(init, &format!("{path}.initContainers"), &mut names, &volumes, &mut errs);
     }
     validate_containers(&containers, &format!("{path}.containers"), &mut names, &volumes, &mut errs);
+    validate_host_ports(&containers, &format!("{path}.containers"), &mut errs);
     match spec.get("restartPolicy").and_then(Value::as_str) {
         None => errs.push(FieldError::required(format!("{path}.restartPolicy"), "")),
         Some("Always" | "OnFailure" | "Never") => {}
@@ -328,16 +341,14 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> ErrorList {
         )),
     }
     for field in ["hostname", "subdomain"] {
-        if let Some(v) = spec.get(field).and_then(Value::as_str) {
-            for m in is_dns1123_label(v) {
-                errs.push(FieldError::invalid(format!("{path}.{field}"), v, m));
-            }
+        let v = str_at(spec, &[field]);
+        if !v.is_empty() {
+            errs.invalid_each(&format!("{path}.{field}"), v, is_dns1123_label(v));
         }
     }
-    if let Some(node) = spec.get("nodeName").and_then(Value::as_str) {
-        for m in is_dns1123_subdomain(node) {
-            errs.push(FieldError::invalid(format!("{path}.nodeName"), node, m));
-        }
+    let node = str_at(spec, &["nodeName"]);
+    if !node.is_empty() {
+        errs.invalid_each(&format!("{path}.nodeName"), node, is_dns1123_subdomain(node));
     }
     if let Some(g) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64)
         && g < 0

@@ -1,6 +1,8 @@
 //! Field errors and the generic validations (names, labels, annotations,
 //! owner references, finalizers), worded exactly as Kubernetes words them.
 
+pub mod ip;
+
 use serde_json::{Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +152,11 @@ impl FieldError {
         Self::new(ErrorType::Internal, field, BadValue::Omitted, detail)
     }
 
+    /// A list longer than `max`; the value is the actual length.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        Self::new(ErrorType::TooMany, field, BadValue::Int(actual as i64), format!("must have at most {max} items"))
+    }
+
     pub fn not_supported(field: impl Into<String>, value: impl Into<BadValue>, supported: &[&str]) -> Self {
         let detail = if supported.is_empty() {
             String::new()
@@ -203,6 +210,14 @@ impl ErrorList {
 
     pub fn extend(&mut self, other: ErrorList) {
         self.0.extend(other.0);
+    }
+
+    /// One Invalid error per message, all for the same value (how Kubernetes
+    /// reports the results of its `Is*` checks).
+    pub fn invalid_each(&mut self, field: &str, value: &str, msgs: impl IntoIterator<Item = String>) {
+        for m in msgs {
+            self.push(FieldError::invalid(field, value, m));
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -259,6 +274,11 @@ const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist 
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 
 /// Go's `RegexError`: the message, examples and the regex.
+/// `IsValidPortNum`.
+pub fn port_num_error(n: i64) -> Option<&'static str> {
+    (!(1..=65535).contains(&n)).then_some("must be between 1 and 65535, inclusive")
+}
+
 pub fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
     if examples.is_empty() {
         return format!("{msg} (regex used for validation is '{fmt}')");

@@ -1,0 +1,524 @@
+//! Services' cluster IPs and node ports: allocated in the same store
+//! transaction as the Service (a failed write leaks nothing, a delete or type
+//! change releases exactly what it held), with Kubernetes' dual-stack rules,
+//! static/dynamic bands and error messages; plus the built-in `kubernetes`
+//! and `kube-dns` Services and the repair pass that reconciles allocations
+//! with Services after a crash.
+
+pub mod builtin;
+pub mod ranges;
+pub mod repair;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kubesvc_api::kinds::service::{
+    ClusterFamilies, ServiceView, TYPE_CLUSTER_IP, TYPE_EXTERNAL_NAME, TYPE_LOAD_BALANCER, TYPE_NODE_PORT,
+    init_ip_family_fields, normalize_cluster_ips, patch_allocated_values,
+};
+use kubesvc_api::meta;
+use kubesvc_api::net::{Cidr, Family, PortRange};
+use kubesvc_api::resources::Resource;
+use kubesvc_api::status::{GroupKind, StatusError};
+use kubesvc_api::validation::ip::parse_ip_sloppy;
+use kubesvc_api::validation::{ErrorList, FieldError};
+use kubesvc_store::{Compare, Op, Store, Txn};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::registry::Admission;
+use ranges::{IpRange, Owner, Ranges, ip_key, port_key};
+
+/// The service network: one or two IP ranges (primary first) and the node port range.
+#[derive(Clone, Debug)]
+pub struct ServiceNetwork {
+    pub cidrs: Vec<Cidr>,
+    pub node_ports: PortRange,
+}
+
+impl Default for ServiceNetwork {
+    fn default() -> Self {
+        ServiceNetwork {
+            cidrs: vec![Cidr::parse("10.96.0.0/12").expect("a valid CIDR")],
+            node_ports: PortRange { low: 30000, high: 32767 },
+        }
+    }
+}
+
+impl ServiceNetwork {
+    /// From `--service-cidr` (one CIDR, or two of different families, comma-separated)
+    /// and `--service-node-port-range`, with kube-apiserver's startup errors.
+    pub fn parse(cidrs: &str, node_ports: &str) -> Result<ServiceNetwork, String> {
+        let parts: Vec<&str> = cidrs.split(',').map(str::trim).collect();
+        if parts.len() > 2 {
+            return Err("--service-cidr must not contain more than two entries".into());
+        }
+        let mut out = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let c = Cidr::parse(p).map_err(|_| format!("service-cidr[{i}] is not a valid cidr"))?;
+            IpRange::new(c)?;
+            out.push(c);
+        }
+        if out.len() == 2 && out[0].family() == out[1].family() {
+            return Err("--service-cidr[0] and --service-cidr[1] must be of different IP family".into());
+        }
+        Ok(ServiceNetwork { cidrs: out, node_ports: PortRange::parse(node_ports)? })
+    }
+
+    pub fn families(&self) -> ClusterFamilies {
+        ClusterFamilies { primary: self.cidrs[0].family(), secondary: self.cidrs.get(1).map(Cidr::family) }
+    }
+}
+
+/// Allocates Services' addresses and ports as an admission step of the registry.
+pub struct ServiceAllocator {
+    store: Arc<dyn Store>,
+    pub ranges: Arc<Ranges>,
+    families: ClusterFamilies,
+}
+
+const SERVICE: GroupKind = GroupKind { group: "", kind: "Service" };
+
+fn invalid(name: &str, errs: ErrorList) -> StatusError {
+    StatusError::invalid(SERVICE, name, &errs)
+}
+
+fn invalid_one(
+    name: &str,
+    field: String,
+    value: impl Into<kubesvc_api::validation::BadValue>,
+    why: String,
+) -> StatusError {
+    let mut errs = ErrorList::new();
+    errs.push(FieldError::invalid(field, value, why));
+    invalid(name, errs)
+}
+
+/// Why a requested address or port cannot be had.
+enum Refused {
+    OutOfRange,
+    Taken,
+}
+
+/// The allocations and releases of one request, added to its transaction at the end.
+struct Claims<'a> {
+    alloc: &'a ServiceAllocator,
+    owner: Owner,
+    claimed: Vec<String>,
+    released: Vec<(String, i64)>,
+}
+
+impl Claims<'_> {
+    /// Whether `key` is free in the store (not in the mirror, which may lag).
+    async fn free(&self, key: &str) -> Result<bool, StatusError> {
+        if self.claimed.iter().any(|k| k == key) {
+            return Ok(false);
+        }
+        let held = self.alloc.store.get(key.as_bytes()).await.map_err(StatusError::internal)?;
+        Ok(held.is_none())
+    }
+
+    async fn claim_ip(&mut self, ip: &IpAddr) -> Result<Result<(), Refused>, StatusError> {
+        if self.alloc.ranges.locate_ip(ip).is_none() {
+            return Ok(Err(Refused::OutOfRange));
+        }
+        let key = ip_key(ip);
+        if !self.free(&key).await? {
+            return Ok(Err(Refused::Taken));
+        }
+        self.claimed.push(key);
+        Ok(Ok(()))
+    }
+
+    async fn claim_port(&mut self, port: i64) -> Result<Result<(), Refused>, StatusError> {
+        if !self.alloc.ranges.node_ports.contains(port) {
+            return Ok(Err(Refused::OutOfRange));
+        }
+        let key = port_key(port as u16);
+        if !self.free(&key).await? {
+            return Ok(Err(Refused::Taken));
+        }
+        self.claimed.push(key);
+        Ok(Ok(()))
+    }
+
+    fn next_ip(&mut self, family: Family) -> Option<IpAddr> {
+        let range = self.alloc.ranges.range_of(family)?;
+        let ip = self.alloc.ranges.pick_ip(range, &self.claimed)?;
+        self.claimed.push(ip_key(&ip));
+        Some(ip)
+    }
+
+    fn next_port(&mut self) -> Option<u16> {
+        let port = self.alloc.ranges.pick_port(&self.claimed)?;
+        self.claimed.push(port_key(port));
+        Some(port)
+    }
+
+    /// Gives back `key` if this Service holds it (anything else is the repair pass's business).
+    fn release(&mut self, key: String) {
+        if let Some((owner, rev)) = self.alloc.ranges.holder(&key)
+            && owner.namespace == self.owner.namespace
+            && owner.name == self.owner.name
+            && !self.released.iter().any(|(k, _)| *k == key)
+        {
+            self.released.push((key, rev));
+        }
+    }
+
+    fn release_ip(&mut self, ip: &str) {
+        if let Some(ip) = parse_ip_sloppy(ip) {
+            self.release(ip_key(&ip));
+        }
+    }
+
+    fn release_port(&mut self, port: i64) {
+        if let Ok(p) = u16::try_from(port)
+            && p != 0
+        {
+            self.release(port_key(p));
+        }
+    }
+
+    /// Claims as creates that must not find the key; releases as deletes at the revision seen.
+    fn finish(self, txn: &mut Txn) -> Result<(), StatusError> {
+        let value = Bytes::from(serde_json::to_vec(&self.owner).map_err(StatusError::internal)?);
+        for key in self.claimed {
+            txn.compares.push(Compare::ModRevision(key.clone().into_bytes(), 0));
+            txn.ops.push(Op::Put { key: key.into_bytes(), value: value.clone() });
+        }
+        for (key, rev) in self.released {
+            txn.compares.push(Compare::ModRevision(key.clone().into_bytes(), rev));
+            txn.ops.push(Op::Delete { key: key.into_bytes() });
+        }
+        Ok(())
+    }
+}
+
+fn owner_of(obj: &Value) -> Owner {
+    Owner {
+        namespace: meta::namespace(obj).to_string(),
+        name: meta::name(obj).to_string(),
+        uid: meta::uid(obj).to_string(),
+    }
+}
+
+fn spec(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    meta::object_at(obj, &["spec"])
+}
+
+fn set_node_port(obj: &mut Value, i: usize, port: i64) {
+    if let Some(p) = obj.pointer_mut(&format!("/spec/ports/{i}")).and_then(Value::as_object_mut) {
+        p.insert("nodePort".into(), json!(port));
+    }
+}
+
+fn refused_port(name: &str, i: usize, port: i64, why: Refused, range: &PortRange) -> StatusError {
+    let msg = match why {
+        Refused::OutOfRange => format!("provided port is not in the valid range. The range of valid ports is {range}"),
+        Refused::Taken => "provided port is already allocated".into(),
+    };
+    invalid_one(name, format!("spec.ports[{i}].nodePort"), port, msg)
+}
+
+impl ServiceAllocator {
+    /// Loads what is allocated and follows the store until `stop`.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        network: &ServiceNetwork,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Arc<ServiceAllocator>, String> {
+        let ip_ranges = network.cidrs.iter().map(|c| IpRange::new(*c)).collect::<Result<Vec<_>, _>>()?;
+        let ranges = Arc::new(Ranges::new(ip_ranges, network.node_ports));
+        let rev = ranges.load(&*store).await.map_err(|e| e.to_string())?;
+        ranges.clone().follow(store.clone(), rev, stop);
+        Ok(Arc::new(ServiceAllocator { store, ranges, families: network.families() }))
+    }
+
+    /// Allocates every cluster IP the Service's families call for, keeping requested ones.
+    async fn alloc_cluster_ips(&self, obj: &mut Value, c: &mut Claims<'_>) -> Result<(), StatusError> {
+        let v = ServiceView::new(obj);
+        if v.ty == TYPE_EXTERNAL_NAME || v.cluster_ips().first() == Some(&"None") {
+            return Ok(());
+        }
+        let name = meta::name(obj).to_string();
+        let families: Vec<String> = v.ip_families().iter().map(|s| s.to_string()).collect();
+        let requested: Vec<String> = v.cluster_ips().iter().map(|s| s.to_string()).collect();
+        let shown = v.cluster_ips_json();
+        let mut ips = Vec::with_capacity(families.len());
+        for (i, family) in families.iter().enumerate() {
+            match requested.get(i).filter(|r| !r.is_empty()) {
+                Some(req) => {
+                    self.claim_requested_ip(req, &name, &shown, c).await?;
+                    ips.push(req.clone());
+                }
+                None => {
+                    let family = Family::parse(family).unwrap_or(self.families.primary);
+                    let ip = c
+                        .next_ip(family)
+                        .ok_or_else(|| StatusError::internal("failed to allocate a serviceIP: range is full"))?;
+                    ips.push(ip.to_string());
+                }
+            }
+        }
+        if let Some(first) = ips.first() {
+            let first = first.clone();
+            let spec = spec(obj);
+            spec.insert("clusterIPs".into(), json!(ips));
+            spec.insert("clusterIP".into(), json!(first));
+        }
+        Ok(())
+    }
+
+    async fn claim_requested_ip(
+        &self,
+        req: &str,
+        name: &str,
+        shown: &Value,
+        c: &mut Claims<'_>,
+    ) -> Result<(), StatusError> {
+        let refused = |why: &str| {
+            invalid_one(name, "spec.clusterIPs".into(), shown.clone(), format!("failed to allocate IP {req}: {why}"))
+        };
+        let Some(ip) = parse_ip_sloppy(req) else {
+            return Err(StatusError::internal(format!("failed to parse service IP {req:?}")));
+        };
+        match c.claim_ip(&ip).await? {
+            Ok(()) => Ok(()),
+            Err(Refused::OutOfRange) => Err(refused("the provided network does not match the current range")),
+            Err(Refused::Taken) => Err(refused("provided IP is already allocated")),
+        }
+    }
+
+    /// `initNodePorts`: ports with the same port number share one node port.
+    async fn init_node_ports(&self, obj: &mut Value, c: &mut Claims<'_>) -> Result<(), StatusError> {
+        let v = ServiceView::new(obj);
+        if !v.needs_node_ports() {
+            return Ok(());
+        }
+        let name = meta::name(obj).to_string();
+        let allocate = v.allocates_node_ports();
+        let ports: Vec<(i64, i64)> = v.ports.iter().map(|p| (p.port, p.node_port)).collect();
+        let mut by_port: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+        let range = self.ranges.node_ports;
+        for (i, &(port, node_port)) in ports.iter().enumerate() {
+            if node_port == 0 && !allocate {
+                continue;
+            }
+            match by_port.get(&port).copied() {
+                None => {
+                    let requested = ports.iter().find(|(p, n)| *p == port && *n != 0).map_or(0, |(_, n)| *n);
+                    let chosen = if requested != 0 {
+                        if let Err(why) = c.claim_port(requested).await? {
+                            return Err(refused_port(&name, i, requested, why, &range));
+                        }
+                        requested
+                    } else {
+                        let p = c
+                            .next_port()
+                            .ok_or_else(|| StatusError::internal("failed to allocate a nodePort: range is full"))?;
+                        i64::from(p)
+                    };
+                    set_node_port(obj, i, chosen);
+                    by_port.insert(port, chosen);
+                }
+                Some(shared) if node_port != shared => {
+                    if node_port == 0 {
+                        set_node_port(obj, i, shared);
+                    } else if let Err(why) = c.claim_port(node_port).await? {
+                        return Err(refused_port(&name, i, node_port, why, &range));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A health check node port for LoadBalancer services with externalTrafficPolicy Local; errors are 500s.
+    async fn alloc_health_check(&self, obj: &mut Value, c: &mut Claims<'_>) -> Result<(), StatusError> {
+        let requested = ServiceView::new(obj).health_check_node_port;
+        let range = self.ranges.node_ports;
+        if requested != 0 {
+            if let Err(why) = c.claim_port(requested).await? {
+                let why = match why {
+                    Refused::OutOfRange => {
+                        format!("provided port is not in the valid range. The range of valid ports is {range}")
+                    }
+                    Refused::Taken => "provided port is already allocated".into(),
+                };
+                return Err(StatusError::internal(format!(
+                    "failed to allocate requested HealthCheck NodePort {requested}: {why}"
+                )));
+            }
+        } else {
+            // Kubernetes prints 0 here: the port it names is a shadowed variable.
+            let p = c
+                .next_port()
+                .ok_or_else(|| StatusError::internal("failed to allocate a HealthCheck NodePort 0: range is full"))?;
+            spec(obj).insert("healthCheckNodePort".into(), json!(p));
+        }
+        Ok(())
+    }
+
+    /// `updateClusterIPs`: to and from ExternalName, and dual-stack upgrades and downgrades.
+    async fn update_cluster_ips(&self, new: &mut Value, old: &Value, c: &mut Claims<'_>) -> Result<(), StatusError> {
+        let (n, o) = (ServiceView::new(new), ServiceView::new(old));
+        let unchanged_prefer_dual = n.ip_family_policy == Some("PreferDualStack")
+            && o.ip_family_policy.is_none_or(|p| p == "PreferDualStack")
+            && n.ty == o.ty
+            && n.cluster_ips() == o.cluster_ips()
+            && n.ip_families() == o.ip_families();
+        if unchanged_prefer_dual {
+            return Ok(());
+        }
+        if o.ty == TYPE_EXTERNAL_NAME && n.ty != TYPE_EXTERNAL_NAME {
+            return self.alloc_cluster_ips(new, c).await;
+        }
+        if o.cluster_ips().first() == Some(&"None") {
+            return Ok(());
+        }
+        if o.ty != TYPE_EXTERNAL_NAME && n.ty == TYPE_EXTERNAL_NAME {
+            for ip in o.allocated_ips() {
+                c.release_ip(ip);
+            }
+            return Ok(());
+        }
+        let (old_fams, new_fams) = (o.ip_families().len(), n.ip_families().len());
+        if old_fams == 1 && new_fams == 2 {
+            let family = Family::parse(n.ip_families()[1]).unwrap_or(self.families.primary);
+            let requested = n.cluster_ips().get(1).map(|s| s.to_string()).filter(|s| !s.is_empty());
+            let mut ips: Vec<String> = n.cluster_ips().iter().take(1).map(|s| s.to_string()).collect();
+            let name = meta::name(new).to_string();
+            let shown = n.cluster_ips_json();
+            let second = match requested {
+                Some(req) => {
+                    self.claim_requested_ip(&req, &name, &shown, c).await?;
+                    req
+                }
+                None => c
+                    .next_ip(family)
+                    .ok_or_else(|| StatusError::internal("failed to allocate a serviceIP: range is full"))?
+                    .to_string(),
+            };
+            ips.push(second);
+            spec(new).insert("clusterIPs".into(), json!(ips));
+        } else if old_fams == 2
+            && new_fams == 1
+            && let Some(secondary) = o.cluster_ips().get(1)
+        {
+            c.release_ip(secondary);
+        }
+        Ok(())
+    }
+
+    /// `updateNodePorts`: new values are allocated, values no longer used released.
+    async fn update_node_ports(&self, new: &mut Value, old: &Value, c: &mut Claims<'_>) -> Result<(), StatusError> {
+        let name = meta::name(new).to_string();
+        let (n, o) = (ServiceView::new(new), ServiceView::new(old));
+        let allocate = n.allocates_node_ports();
+        let old_numbers: HashSet<i64> = o.node_ports().into_iter().collect();
+        let ports: Vec<(String, i64)> = n.ports.iter().map(|p| (p.protocol.to_string(), p.node_port)).collect();
+        let range = self.ranges.node_ports;
+        let mut claimed_here = HashSet::new();
+        let mut seen: HashSet<(String, i64)> = HashSet::new();
+        for (i, (protocol, node_port)) in ports.into_iter().enumerate() {
+            if node_port == 0 && !allocate {
+                continue;
+            }
+            let chosen = if node_port != 0 {
+                if !old_numbers.contains(&node_port)
+                    && claimed_here.insert(node_port)
+                    && let Err(why) = c.claim_port(node_port).await?
+                {
+                    return Err(refused_port(&name, i, node_port, why, &range));
+                }
+                node_port
+            } else {
+                let p = i64::from(
+                    c.next_port()
+                        .ok_or_else(|| StatusError::internal("failed to allocate a nodePort: range is full"))?,
+                );
+                set_node_port(new, i, p);
+                p
+            };
+            if !seen.insert((protocol.clone(), chosen)) {
+                return Err(StatusError::internal(format!("duplicate nodePort: {{{protocol} {chosen}}}")));
+            }
+        }
+        let new_numbers: HashSet<i64> = ServiceView::new(new).node_ports().into_iter().collect();
+        for p in old_numbers.difference(&new_numbers) {
+            c.release_port(*p);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Admission for ServiceAllocator {
+    fn handles(&self, r: &Resource) -> bool {
+        r.group.is_empty() && r.plural == "services"
+    }
+
+    async fn create(&self, _r: &'static Resource, obj: &mut Value, txn: &mut Txn) -> Result<(), StatusError> {
+        let name = meta::name(obj).to_string();
+        normalize_cluster_ips(obj, None);
+        init_ip_family_fields(obj, None, self.families).map_err(|e| invalid(&name, e))?;
+        let mut c = Claims { alloc: self, owner: owner_of(obj), claimed: Vec::new(), released: Vec::new() };
+        self.alloc_cluster_ips(obj, &mut c).await?;
+        self.init_node_ports(obj, &mut c).await?;
+        if ServiceView::new(obj).needs_health_check() {
+            self.alloc_health_check(obj, &mut c).await?;
+        }
+        c.finish(txn)
+    }
+
+    async fn update(
+        &self,
+        _r: &'static Resource,
+        new: &mut Value,
+        old: &Value,
+        txn: &mut Txn,
+    ) -> Result<(), StatusError> {
+        let name = meta::name(new).to_string();
+        patch_allocated_values(new, old);
+        normalize_cluster_ips(new, Some(old));
+        init_ip_family_fields(new, Some(old), self.families).map_err(|e| invalid(&name, e))?;
+        let mut c = Claims { alloc: self, owner: owner_of(old), claimed: Vec::new(), released: Vec::new() };
+        self.update_cluster_ips(new, old, &mut c).await?;
+        let (new_ty, old_ty) = (ServiceView::new(new).ty.to_string(), ServiceView::new(old).ty.to_string());
+        let with_ports = |t: &str| t == TYPE_NODE_PORT || t == TYPE_LOAD_BALANCER;
+        if with_ports(&new_ty) {
+            self.update_node_ports(new, old, &mut c).await?;
+        } else if with_ports(&old_ty) && (new_ty == TYPE_CLUSTER_IP || new_ty == TYPE_EXTERNAL_NAME) {
+            for p in ServiceView::new(old).node_ports() {
+                c.release_port(p);
+            }
+        }
+        let (needed, needs) = (ServiceView::new(old).needs_health_check(), ServiceView::new(new).needs_health_check());
+        if !needed && needs {
+            self.alloc_health_check(new, &mut c).await?;
+        } else if needed && !needs {
+            c.release_port(ServiceView::new(old).health_check_node_port);
+        }
+        c.finish(txn)
+    }
+
+    async fn delete(&self, _r: &'static Resource, old: &Value, txn: &mut Txn) -> Result<(), StatusError> {
+        let mut c = Claims { alloc: self, owner: owner_of(old), claimed: Vec::new(), released: Vec::new() };
+        let v = ServiceView::new(old);
+        for ip in v.allocated_ips() {
+            c.release_ip(ip);
+        }
+        for p in v.node_ports() {
+            c.release_port(p);
+        }
+        if v.needs_health_check() {
+            c.release_port(v.health_check_node_port);
+        }
+        c.finish(txn)
+    }
+}
