@@ -161,6 +161,13 @@ fn apply_describe_patch_edit_delete() {
     assert_eq!(c.kubectl(&["get", "pods"]).ok(), "");
 }
 
+/// A cluster IP from the default service range, 10.96.0.0/12, as in the article's `10.101.0.133`.
+#[track_caller]
+fn assert_service_ip(shown: &str) {
+    let ip: std::net::Ipv4Addr = shown.parse().unwrap_or_else(|_| panic!("{shown:?} is not an address"));
+    assert_eq!(u32::from(ip) >> 20, u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) >> 20, "{ip} is in 10.96.0.0/12");
+}
+
 #[test]
 fn seed_manifests_apply_and_list() {
     let c = cluster();
@@ -183,10 +190,13 @@ fn seed_manifests_apply_and_list() {
     let one = rows(&c.kubectl(&["get", "service", "nginx-service", "-n", "ex1"]).ok());
     assert_eq!(one[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
     assert_eq!(one[1][1], "ClusterIP");
+    assert_service_ip(&one[1][2]);
+    assert_eq!(one[1][3], "<none>");
     assert_eq!(one[1][4], "80/TCP");
     let multi = rows(&c.kubectl(&["get", "svc", "-n", "ex2", "-o", "wide"]).ok());
     assert_eq!(row(&multi, "nginx-service")[4], "80/TCP,443/TCP");
     assert_eq!(row(&multi, "nginx-service")[6], "app=webserver-nginx-multiport");
+    assert_service_ip(&row(&multi, "nginx-service")[2]);
     let manual = rows(&c.kubectl(&["get", "svc,endpoints", "-n", "ex3", "-o", "wide"]).ok());
     assert!(manual.iter().any(|r| r[0] == "service/nginx-service" && r[6] == "<none>"), "{manual:?}");
     let ep = rows(&c.kubectl(&["get", "endpoints", "nginx-service", "-n", "ex3"]).ok());
@@ -210,12 +220,17 @@ fn seed_manifests_apply_and_list() {
     assert_eq!(exposed.ok().trim(), "service/apache-http-service exposed");
     let svc = rows(&c.kubectl(&["get", "service", "apache-http-service", "-n", "ex4", "-o", "wide"]).ok());
     assert_eq!(svc[1][1], "ClusterIP");
+    assert_service_ip(&svc[1][2]);
+    assert_eq!(svc[1][3], "<none>");
     assert_eq!(svc[1][4], "8080/TCP");
     assert_eq!(svc[1][6], "app=webserver");
+    let exposed_ip = svc[1][2].clone();
     // The same service from the article's manifest, applied over the exposed one.
     let out = c.kubectl(&["apply", "-n", "ex4", "-f", &format!("{SEED_003}/5-apache-http-service.yaml")]);
     let out = out.stdout + &out.stderr;
     assert!(out.contains("service/apache-http-service configured"), "{out}");
+    let svc = rows(&c.kubectl(&["get", "service", "apache-http-service", "-n", "ex4"]).ok());
+    assert_eq!(svc[1][2], exposed_ip, "re-applying without a clusterIP keeps the allocated one");
     // Everything at once, across namespaces.
     let all = rows(&c.kubectl(&["get", "services", "-A"]).ok());
     assert_eq!(all[0], ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
@@ -508,7 +523,8 @@ count: 1
 
     let slices = rows(&c.kubectl(&["get", "endpointslices"]).ok());
     assert_eq!(slices[0], ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]);
-    assert_eq!(slices[1][..4], ["web-xyz", "IPv4", "8080", "10.1.0.5,10.1.0.6"]);
+    assert_eq!(row(&slices, "web-xyz")[..4], ["web-xyz", "IPv4", "8080", "10.1.0.5,10.1.0.6"]);
+    assert_eq!(row(&slices, "kubernetes")[..4], ["kubernetes", "IPv4", "6443", kubesvc_testsupport::NODE_IP]);
     assert_eq!(
         c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).ok().trim(),
         "endpointslice.discovery.k8s.io/web-xyz"
@@ -542,4 +558,113 @@ count: 1
     assert!(described.contains("Scaled up replica set web-abc to 3"), "{described}");
     assert!(described.contains("StrategyType:           RollingUpdate"), "{described}");
     assert!(described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{described}");
+}
+
+/// Invalid Services of the shapes users write, refused with the words kubectl
+/// prints against a real cluster; nothing refused is stored.
+#[test]
+fn invalid_services_are_refused_as_kubernetes_refuses_them() {
+    let c = cluster();
+    let svc =
+        |name: &str, spec: &str| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}");
+    let label_msg = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+    let cases: Vec<(String, String)> = vec![
+        (
+            svc("multi", "  selector: {app: web}\n  ports:\n  - {name: http, port: 80}\n  - {port: 443}\n"),
+            r#"The Service "multi" is invalid: spec.ports[1].name: Required value"#.into(),
+        ),
+        (
+            svc("upper", "  ports:\n  - {name: HTTP, port: 80}\n"),
+            format!(r#"The Service "upper" is invalid: spec.ports[0].name: Invalid value: "HTTP": {label_msg}"#),
+        ),
+        (
+            svc("dupname", "  ports:\n  - {name: http, port: 80}\n  - {name: http, port: 81}\n"),
+            r#"The Service "dupname" is invalid: spec.ports[1].name: Duplicate value: "http""#.into(),
+        ),
+        (
+            svc("bigport", "  ports:\n  - {port: 70000}\n"),
+            "The Service \"bigport\" is invalid: \n* spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive\n* spec.ports[0].targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive".into(),
+        ),
+        (
+            svc("longname", "  ports:\n  - {port: 80, targetPort: http-alternative}\n"),
+            r#"The Service "longname" is invalid: spec.ports[0].targetPort: Invalid value: "http-alternative": must be no more than 15 characters"#.into(),
+        ),
+        (
+            svc("proto", "  ports:\n  - {port: 80, protocol: HTTP}\n"),
+            r#"The Service "proto" is invalid: spec.ports[0].protocol: Unsupported value: "HTTP": supported values: "SCTP", "TCP", "UDP""#.into(),
+        ),
+        (
+            svc("dupport", "  ports:\n  - {name: a, port: 80}\n  - {name: b, port: 80, targetPort: 8080}\n"),
+            r#"The Service "dupport" is invalid: spec.ports[1]: Duplicate value: {"Name":"","Protocol":"TCP","AppProtocol":null,"Port":80,"TargetPort":0,"NodePort":0}"#.into(),
+        ),
+        (
+            svc("noports", "  selector: {app: web}\n"),
+            r#"The Service "noports" is invalid: spec.ports: Required value"#.into(),
+        ),
+        (
+            svc("cname", "  type: ExternalName\n"),
+            r#"The Service "cname" is invalid: spec.externalName: Required value"#.into(),
+        ),
+        (
+            svc("cnameip", "  type: ExternalName\n  externalName: db.example.com\n  clusterIP: 10.96.3.3\n"),
+            r#"The Service "cnameip" is invalid: spec.clusterIPs: Forbidden: may not be set for ExternalName services"#.into(),
+        ),
+        (
+            svc("npnone", "  type: NodePort\n  clusterIP: None\n  ports:\n  - {port: 80}\n"),
+            r#"The Service "npnone" is invalid: spec.clusterIPs[0]: Invalid value: "None": may not be set to 'None' for NodePort services"#.into(),
+        ),
+        (
+            svc("badip", "  clusterIP: 10.96.300.1\n  ports:\n  - {port: 80}\n"),
+            r#"The Service "badip" is invalid: spec.clusterIPs[0]: Invalid value: "10.96.300.1": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"#.into(),
+        ),
+        (
+            svc("cipnp", "  ports:\n  - {port: 80, nodePort: 30080}\n"),
+            "The Service \"cipnp\" is invalid: spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'".into(),
+        ),
+        (
+            svc("affinity", "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 90000}}\n  ports:\n  - {port: 80}\n"),
+            r#"The Service "affinity" is invalid: spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 90000: must be greater than 0 and less than 86400"#.into(),
+        ),
+        (
+            svc("loop", "  externalIPs: [127.0.0.1]\n  ports:\n  - {port: 80}\n"),
+            r#"The Service "loop" is invalid: spec.externalIPs[0]: Invalid value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)"#.into(),
+        ),
+        (
+            svc("ranges", "  loadBalancerSourceRanges: [10.0.0.0/8]\n  ports:\n  - {port: 80}\n"),
+            "The Service \"ranges\" is invalid: spec.LoadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'".into(),
+        ),
+        (
+            svc("etp", "  externalTrafficPolicy: Local\n  ports:\n  - {port: 80}\n"),
+            r#"The Service "etp" is invalid: spec.externalTrafficPolicy: Invalid value: "Local": may only be set for externally-accessible services"#.into(),
+        ),
+        (
+            svc("type", "  type: Internal\n  ports:\n  - {port: 80}\n"),
+            r#"The Service "type" is invalid: spec.type: Unsupported value: "Internal": supported values: "ClusterIP", "ExternalName", "LoadBalancer", "NodePort""#.into(),
+        ),
+        (
+            svc("Web_1", "  ports:\n  - {port: 80}\n"),
+            format!(r#"The Service "Web_1" is invalid: metadata.name: Invalid value: "Web_1": {label_msg}"#),
+        ),
+    ];
+    for (yaml, want) in &cases {
+        assert_eq!(c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).err().trim(), want);
+    }
+    let names = rows(&c.kubectl(&["get", "services"]).ok());
+    assert_eq!(names.len(), 2, "only the built-in kubernetes Service: {names:?}");
+
+    // Updates: the cluster IP is immutable; the message names the list.
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&svc("web", "  clusterIP: 10.96.3.4\n  ports:\n  - {port: 80}\n")))
+        .ok();
+    assert_eq!(
+        c.kubectl_stdin(&["apply", "-f", "-"], Some(&svc("web", "  clusterIP: 10.96.3.5\n  ports:\n  - {port: 80}\n")))
+            .err()
+            .trim(),
+        r#"The Service "web" is invalid: spec.clusterIPs[0]: Invalid value: ["10.96.3.5"]: may not change once set"#
+    );
+    assert_eq!(
+        c.kubectl(&["patch", "service", "web", "-p", r#"{"spec":{"ports":[{"port":80,"name":"a"},{"port":81}]}}"#])
+            .err()
+            .trim(),
+        r#"The Service "web" is invalid: spec.ports[1].name: Required value"#
+    );
 }

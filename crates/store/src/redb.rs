@@ -48,6 +48,7 @@ struct Shared {
 pub struct RedbStore {
     shared: Arc<Shared>,
     writer: mpsc::Sender<Request>,
+    thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl RedbStore {
@@ -74,11 +75,23 @@ impl RedbStore {
         });
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let writer_shared = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("redb-writer".into())
             .spawn(move || writer_loop(writer_shared, rx))
             .map_err(backend)?;
-        Ok(RedbStore { shared, writer: tx })
+        Ok(RedbStore { shared, writer: tx, thread: Arc::new(parking_lot::Mutex::new(Some(thread))) })
+    }
+
+    /// Closes the database file, waiting for the writer to finish what it was
+    /// given. Every other clone must be gone (or this waits for them).
+    pub fn close(self) {
+        let RedbStore { shared, writer, thread } = self;
+        drop(writer);
+        drop(shared);
+        let handle = thread.lock().take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 
     async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Request) -> Result<T, Error> {

@@ -1,8 +1,9 @@
 //! Test support: a kubesvc API server in a network namespace of its own.
 //!
-//! [`Cluster::start`] creates a fresh network namespace (`ip netns add`), moves
-//! the calling thread into it, and starts `kubesvc server` there on
-//! 127.0.0.1:6443. Everything the test then starts from this thread (the tokio
+//! [`Cluster::start`] creates a fresh network namespace (`ip netns add`) with a
+//! bridge holding the node address [`NODE_IP`], moves the calling thread into
+//! it, and starts `kubesvc server` there on port 6443, advertising that
+//! address. Everything the test then starts from this thread (the tokio
 //! runtime [`Cluster::rt`], kubectl, python, the kube client) lives in that
 //! namespace too, so no test touches the machine's own network. Dropping the
 //! cluster stops the server, removes the namespace and the data directory,
@@ -22,6 +23,10 @@ use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The address of the test namespace's one interface (a bridge), which the
+/// server advertises as its own.
+pub const NODE_IP: &str = "192.168.240.1";
 
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -46,6 +51,9 @@ impl NetNs {
         run(Command::new("ip").args(["netns", "add", &name])).context("is iproute2 installed?")?;
         let ns = NetNs { original: File::open("/proc/thread-self/ns/net")?, name };
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
+        run(Command::new("ip").args(["-n", &ns.name, "link", "add", "ksvc0", "type", "bridge"]))?;
+        run(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{NODE_IP}/24"), "dev", "ksvc0"]))?;
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "ksvc0", "up"]))?;
         let target = File::open(format!("/run/netns/{}", ns.name))?;
         setns(target.as_fd(), CloneFlags::CLONE_NEWNET).context("entering the test's network namespace")?;
         Ok(ns)
@@ -141,7 +149,7 @@ impl Cluster {
         let child = Command::new(&self.binary)
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
-            .args(["--listen", "127.0.0.1:6443"])
+            .args(["--listen", "0.0.0.0:6443", "--advertise-address", NODE_IP])
             .args(&self.extra_args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())

@@ -250,10 +250,14 @@ impl Ranges {
         m.in_flight.retain(|_, at| now.duration_since(*at) < IN_FLIGHT);
         let start = rand::random::<u128>();
         let in_flight = &m.in_flight;
-        let o = m.ips[range].next_free(start, &|o| {
-            let k = key(o);
-            in_flight.contains_key(&k) || exclude.contains(&k)
-        })?;
+        // Candidates other requests hold are avoided while there is a choice; once
+        // there is none they are tried too (a failed request may have left them).
+        let o = m.ips[range]
+            .next_free(start, &|o| {
+                let k = key(o);
+                in_flight.contains_key(&k) || exclude.contains(&k)
+            })
+            .or_else(|| m.ips[range].next_free(start, &|o| exclude.contains(&key(o))))?;
         let ip = r.ip(o)?;
         m.in_flight.insert(ip_key(&ip), now);
         Some(ip)
@@ -268,10 +272,13 @@ impl Ranges {
         m.in_flight.retain(|_, at| now.duration_since(*at) < IN_FLIGHT);
         let start = rand::random::<u128>();
         let in_flight = &m.in_flight;
-        let o = m.ports.next_free(start, &|o| {
-            let k = key(o);
-            in_flight.contains_key(&k) || exclude.contains(&k)
-        })?;
+        let o = m
+            .ports
+            .next_free(start, &|o| {
+                let k = key(o);
+                in_flight.contains_key(&k) || exclude.contains(&k)
+            })
+            .or_else(|| m.ports.next_free(start, &|o| exclude.contains(&key(o))))?;
         let port = low + o as u16;
         m.in_flight.insert(port_key(port), now);
         Some(port)
