@@ -113,34 +113,37 @@ struct Results {
     deliveries: usize,
     rss_after_create: f64,
     rss_peak: f64,
+    headless_total: Duration,
 }
 
 const NS: &str = "bench";
+/// Where the allocation-free baseline goes: the same Services, headless.
+const NS_HEADLESS: &str = "bench-headless";
 
-async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
-    let client = c.client().await?;
-    let pid = c.pid().context("server pid")?;
-    let mut r = Results::default();
-    send(
-        &client,
-        Method::POST,
-        "/api/v1/namespaces",
-        "application/json",
-        "application/json",
-        serde_json::to_vec(&json!({"metadata": {"name": NS}}))?,
-    )
-    .await?;
+/// The benchmark's Service `i`: one in five is a NodePort (2,000 of the 2,768
+/// node ports for 10,000), the rest ClusterIP; `headless` asks for no address.
+fn bench_service(i: usize, headless: bool) -> serde_json::Value {
+    let mut spec = json!({"selector": {"app": format!("app-{}", i % 100)},
+        "ports": [{"name": "http", "port": 80, "targetPort": 8080}]});
+    if headless {
+        spec["clusterIP"] = json!("None");
+    } else if i % 5 == 0 {
+        spec["type"] = json!("NodePort");
+    }
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i:05}"), "labels": {"app": format!("app-{}", i % 100), "bench": "yes"}},
+        "spec": spec})
+}
 
-    // 1. Creates from many concurrent clients (one HTTP/2 connection, as client-go does).
-    let path = format!("/api/v1/namespaces/{NS}/services");
+/// Creates `n` Services in `ns` from `clients` concurrent requests; the total time and each latency (ms).
+async fn create_services(client: &Client, ns: &str, n: usize, clients: usize, headless: bool) -> Result<(Duration, Vec<f64>)> {
+    let path = format!("/api/v1/namespaces/{ns}/services");
     let start = Instant::now();
-    let latencies: Vec<f64> = futures::stream::iter(0..a.services)
+    let latencies: Vec<f64> = futures::stream::iter(0..n)
         .map(|i| {
             let (client, path) = (client.clone(), path.clone());
             async move {
-                let body = json!({"apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": format!("svc-{i:05}"), "labels": {"app": format!("app-{}", i % 100), "bench": "yes"}},
-                    "spec": {"selector": {"app": format!("app-{}", i % 100)}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+                let body = bench_service(i, headless);
                 let t = Instant::now();
                 let (status, resp) = send(&client, Method::POST, &path, "application/json", "application/json", serde_json::to_vec(&body)?).await?;
                 if status != http::StatusCode::CREATED {
@@ -149,12 +152,31 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
                 Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
             }
         })
-        .buffer_unordered(a.clients)
+        .buffer_unordered(clients)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
-    r.create_total = start.elapsed();
+    Ok((start.elapsed(), latencies))
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let body = serde_json::to_vec(&json!({"metadata": {"name": name}}))?;
+    send(client, Method::POST, "/api/v1/namespaces", "application/json", "application/json", body).await?;
+    Ok(())
+}
+
+async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
+    let client = c.client().await?;
+    let pid = c.pid().context("server pid")?;
+    let mut r = Results::default();
+    create_namespace(&client, NS).await?;
+
+    // 1. Creates from many concurrent clients (one HTTP/2 connection, as client-go does),
+    //    with validation and cluster IP / node port allocation in the path.
+    let path = format!("/api/v1/namespaces/{NS}/services");
+    let (total, latencies) = create_services(&client, NS, a.services, a.clients, false).await?;
+    r.create_total = total;
     let mut sorted = latencies;
     sorted.sort_by(f64::total_cmp);
     r.create_p50_ms = percentile(&sorted, 0.5);
@@ -178,9 +200,17 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
             if accept == "application/json" {
                 r.list_bytes = body.len();
                 let v: serde_json::Value = serde_json::from_slice(&body)?;
-                let n = v["items"].as_array().map_or(0, Vec::len);
-                if n != a.services {
-                    bail!("list returned {n} items, not {}", a.services);
+                let items = v["items"].as_array().cloned().unwrap_or_default();
+                if items.len() != a.services {
+                    bail!("list returned {} items, not {}", items.len(), a.services);
+                }
+                // Allocation is checked, not assumed: every address and node port is distinct.
+                let ips: std::collections::HashSet<&str> =
+                    items.iter().filter_map(|s| s["spec"]["clusterIP"].as_str()).collect();
+                let ports: std::collections::HashSet<i64> =
+                    items.iter().filter_map(|s| s["spec"]["ports"][0]["nodePort"].as_i64()).collect();
+                if ips.len() != a.services || ports.len() != a.services.div_ceil(5) {
+                    bail!("{} distinct addresses and {} node ports for {} services", ips.len(), ports.len(), a.services);
                 }
             }
         }
@@ -273,6 +303,10 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
     r.fanout_p50_ms = percentile(&fanout, 0.5);
     r.fanout_p99_ms = percentile(&fanout, 0.99);
     r.rss_peak = peak.max(rss_mib(pid));
+
+    // 4. The baseline: the same creates without an address to allocate (headless).
+    create_namespace(&client, NS_HEADLESS).await?;
+    r.headless_total = create_services(&client, NS_HEADLESS, a.services, a.clients, true).await?.0;
     Ok(r)
 }
 
@@ -292,22 +326,23 @@ fn main() -> Result<()> {
         rows.push((storage, r));
     }
     println!(
-        "| storage | start empty / restart with {n} | {n} creates ({cl} clients) | create p50 / p99 | list JSON | list protobuf | list Table | {w} watchers × {u} updates: fan-out p50 / p99 | update p50 | RSS after creates / peak |",
+        "| storage | start empty / restart with {n} | {n} creates ({cl} clients) | create p50 / p99 | same, headless (no allocation) | list JSON | list protobuf | list Table | {w} watchers × {u} updates: fan-out p50 / p99 | update p50 | RSS after creates / peak |",
         n = a.services,
         cl = a.clients,
         w = a.watchers,
         u = a.updates
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (storage, r) in &rows {
         println!(
-            "| {storage} | {:.0} / {:.0} ms | {:.2} s ({:.0}/s) | {:.1} / {:.1} ms | {:.0} ms ({:.1} MiB) | {:.0} ms | {:.0} ms | {:.2} / {:.2} ms ({} deliveries) | {:.2} ms | {:.0} / {:.0} MiB |",
+            "| {storage} | {:.0} / {:.0} ms | {:.2} s ({:.0}/s) | {:.1} / {:.1} ms | {:.2} s | {:.0} ms ({:.1} MiB) | {:.0} ms | {:.0} ms | {:.2} / {:.2} ms ({} deliveries) | {:.2} ms | {:.0} / {:.0} MiB |",
             r.boot_ms,
             r.restart_ms,
             r.create_total.as_secs_f64(),
             a.services as f64 / r.create_total.as_secs_f64(),
             r.create_p50_ms,
             r.create_p99_ms,
+            r.headless_total.as_secs_f64(),
             r.list_json_ms,
             r.list_bytes as f64 / 1048576.0,
             r.list_pb_ms,
