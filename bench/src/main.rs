@@ -136,7 +136,13 @@ fn bench_service(i: usize, headless: bool) -> serde_json::Value {
 }
 
 /// Creates `n` Services in `ns` from `clients` concurrent requests; the total time and each latency (ms).
-async fn create_services(client: &Client, ns: &str, n: usize, clients: usize, headless: bool) -> Result<(Duration, Vec<f64>)> {
+async fn create_services(
+    client: &Client,
+    ns: &str,
+    n: usize,
+    clients: usize,
+    headless: bool,
+) -> Result<(Duration, Vec<f64>)> {
     let path = format!("/api/v1/namespaces/{ns}/services");
     let start = Instant::now();
     let latencies: Vec<f64> = futures::stream::iter(0..n)
@@ -145,7 +151,15 @@ async fn create_services(client: &Client, ns: &str, n: usize, clients: usize, he
             async move {
                 let body = bench_service(i, headless);
                 let t = Instant::now();
-                let (status, resp) = send(&client, Method::POST, &path, "application/json", "application/json", serde_json::to_vec(&body)?).await?;
+                let (status, resp) = send(
+                    &client,
+                    Method::POST,
+                    &path,
+                    "application/json",
+                    "application/json",
+                    serde_json::to_vec(&body)?,
+                )
+                .await?;
                 if status != http::StatusCode::CREATED {
                     bail!("create failed: {status} {}", String::from_utf8_lossy(&resp));
                 }
@@ -210,7 +224,12 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
                 let ports: std::collections::HashSet<i64> =
                     items.iter().filter_map(|s| s["spec"]["ports"][0]["nodePort"].as_i64()).collect();
                 if ips.len() != a.services || ports.len() != a.services.div_ceil(5) {
-                    bail!("{} distinct addresses and {} node ports for {} services", ips.len(), ports.len(), a.services);
+                    bail!(
+                        "{} distinct addresses and {} node ports for {} services",
+                        ips.len(),
+                        ports.len(),
+                        a.services
+                    );
                 }
             }
         }

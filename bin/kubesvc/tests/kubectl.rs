@@ -67,7 +67,17 @@ fn generators_create_what_kubectl_asks() {
     assert_eq!(row(&svc, "lb")[1], "LoadBalancer");
     assert_eq!(row(&svc, "lb")[3], "<pending>");
     assert_eq!(row(&svc, "db")[1..4], ["ExternalName", "<none>", "db.example.com"]);
-    assert_eq!(row(&svc, "hl")[2], "None");
+    assert_eq!(row(&svc, "hl")[2..5], ["None", "<none>", "<none>"]);
+    assert_service_ip(&row(&svc, "web")[2]);
+    for (name, port) in [("np", "80"), ("lb", "443")] {
+        let shown = &row(&svc, name)[4];
+        let node_port: u16 = shown
+            .strip_prefix(&format!("{port}:"))
+            .and_then(|p| p.strip_suffix("/TCP"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{shown} is port:nodePort/TCP"));
+        assert!((30000..=32767).contains(&node_port), "{shown}");
+    }
 
     // -o json and -o yaml carry the defaults Kubernetes sets.
     let d: Value =
@@ -666,5 +676,21 @@ fn invalid_services_are_refused_as_kubernetes_refuses_them() {
             .err()
             .trim(),
         r#"The Service "web" is invalid: spec.ports[1].name: Required value"#
+    );
+}
+
+/// Endpoints and EndpointSlices written by hand are validated as Kubernetes does.
+#[test]
+fn invalid_endpoints_are_refused() {
+    let c = cluster();
+    let ep = "apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: manual\nsubsets:\n- addresses:\n  - ip: 127.0.0.1\n  ports:\n  - port: 8080\n";
+    assert_eq!(
+        c.kubectl_stdin(&["apply", "-f", "-"], Some(ep)).err().trim(),
+        r#"The Endpoints "manual" is invalid: subsets[0].addresses[0].ip: Invalid value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)"#
+    );
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: manual-1\naddressType: IPv4\nendpoints:\n- addresses: [\"fd00::1\"]\nports:\n- {name: http, port: 80}\n- {name: http, port: 81}\n";
+    assert_eq!(
+        c.kubectl_stdin(&["apply", "-f", "-"], Some(slice)).err().trim(),
+        "The EndpointSlice \"manual-1\" is invalid: \n* ports[1].name: Duplicate value: \"http\"\n* endpoints[0].addresses: Invalid value: \"fd00::1\": must be an IPv4 address"
     );
 }

@@ -558,6 +558,22 @@ mod tests {
         assert!(text.contains("spec.containers[0].ports[0].containerPort: Required value"), "{text}");
         assert!(text.contains("spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""), "{text}");
         assert_eq!(is_valid_port_name("8080"), vec!["must contain at least one letter (a-z)"]);
+
+        // What Services lean on: port names unique per container, host ports per pod, DNS-label hostnames.
+        let mut spec = json!({"hostname": "my.host", "subdomain": "web", "containers": [
+            {"name": "a", "image": "x", "ports": [{"containerPort": 80, "name": "http", "hostPort": 8080},
+                                                   {"containerPort": 81, "name": "http"}]},
+            {"name": "b", "image": "x", "ports": [{"containerPort": 82, "name": "http", "hostPort": 8080}]}]});
+        default_pod_spec(&mut spec);
+        let msgs: Vec<String> = validate_pod_spec(&spec, "spec").iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                r#"spec.containers[0].ports[1].name: Duplicate value: "http""#,
+                r#"spec.containers[1].ports[0].hostPort: Duplicate value: "TCP//8080""#,
+                r#"spec.hostname: Invalid value: "my.host": must not contain dots"#,
+            ]
+        );
     }
 
     #[test]
