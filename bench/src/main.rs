@@ -127,7 +127,7 @@ fn bench_service(i: usize, headless: bool) -> serde_json::Value {
         "ports": [{"name": "http", "port": 80, "targetPort": 8080}]});
     if headless {
         spec["clusterIP"] = json!("None");
-    } else if i % 5 == 0 {
+    } else if i.is_multiple_of(5) {
         spec["type"] = json!("NodePort");
     }
     json!({"apiVersion": "v1", "kind": "Service",

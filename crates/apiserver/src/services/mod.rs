@@ -158,28 +158,34 @@ impl Claims<'_> {
         Some(port)
     }
 
-    /// Gives back `key` if this Service holds it (anything else is the repair pass's business).
-    fn release(&mut self, key: String) {
-        if let Some((owner, rev)) = self.alloc.ranges.holder(&key)
-            && owner.namespace == self.owner.namespace
-            && owner.name == self.owner.name
-            && !self.released.iter().any(|(k, _)| *k == key)
-        {
-            self.released.push((key, rev));
+    /// Gives back `key` if this Service holds it (anything else is the repair
+    /// pass's business). The store is asked, not the mirror, which may not
+    /// have seen a Service created a moment ago.
+    async fn release(&mut self, key: String) -> Result<(), StatusError> {
+        if self.released.iter().any(|(k, _)| *k == key) {
+            return Ok(());
+        }
+        let Some(kv) = self.alloc.store.get(key.as_bytes()).await.map_err(StatusError::internal)? else {
+            return Ok(());
+        };
+        let holder: Option<Owner> = serde_json::from_slice(&kv.value).ok();
+        if holder.is_some_and(|o| o.namespace == self.owner.namespace && o.name == self.owner.name) {
+            self.released.push((key, kv.mod_revision));
+        }
+        Ok(())
+    }
+
+    async fn release_ip(&mut self, ip: &str) -> Result<(), StatusError> {
+        match parse_ip_sloppy(ip) {
+            Some(ip) => self.release(ip_key(&ip)).await,
+            None => Ok(()),
         }
     }
 
-    fn release_ip(&mut self, ip: &str) {
-        if let Some(ip) = parse_ip_sloppy(ip) {
-            self.release(ip_key(&ip));
-        }
-    }
-
-    fn release_port(&mut self, port: i64) {
-        if let Ok(p) = u16::try_from(port)
-            && p != 0
-        {
-            self.release(port_key(p));
+    async fn release_port(&mut self, port: i64) -> Result<(), StatusError> {
+        match u16::try_from(port) {
+            Ok(p) if p != 0 => self.release(port_key(p)).await,
+            _ => Ok(()),
         }
     }
 
@@ -383,7 +389,7 @@ impl ServiceAllocator {
         }
         if o.ty != TYPE_EXTERNAL_NAME && n.ty == TYPE_EXTERNAL_NAME {
             for ip in o.allocated_ips() {
-                c.release_ip(ip);
+                c.release_ip(ip).await?;
             }
             return Ok(());
         }
@@ -410,7 +416,7 @@ impl ServiceAllocator {
             && new_fams == 1
             && let Some(secondary) = o.cluster_ips().get(1)
         {
-            c.release_ip(secondary);
+            c.release_ip(secondary).await?;
         }
         Ok(())
     }
@@ -451,7 +457,7 @@ impl ServiceAllocator {
         }
         let new_numbers: HashSet<i64> = ServiceView::new(new).node_ports().into_iter().collect();
         for p in old_numbers.difference(&new_numbers) {
-            c.release_port(*p);
+            c.release_port(*p).await?;
         }
         Ok(())
     }
@@ -495,14 +501,14 @@ impl Admission for ServiceAllocator {
             self.update_node_ports(new, old, &mut c).await?;
         } else if with_ports(&old_ty) && (new_ty == TYPE_CLUSTER_IP || new_ty == TYPE_EXTERNAL_NAME) {
             for p in ServiceView::new(old).node_ports() {
-                c.release_port(p);
+                c.release_port(p).await?;
             }
         }
         let (needed, needs) = (ServiceView::new(old).needs_health_check(), ServiceView::new(new).needs_health_check());
         if !needed && needs {
             self.alloc_health_check(new, &mut c).await?;
         } else if needed && !needs {
-            c.release_port(ServiceView::new(old).health_check_node_port);
+            c.release_port(ServiceView::new(old).health_check_node_port).await?;
         }
         c.finish(txn)
     }
@@ -511,13 +517,13 @@ impl Admission for ServiceAllocator {
         let mut c = Claims { alloc: self, owner: owner_of(old), claimed: Vec::new(), released: Vec::new() };
         let v = ServiceView::new(old);
         for ip in v.allocated_ips() {
-            c.release_ip(ip);
+            c.release_ip(ip).await?;
         }
         for p in v.node_ports() {
-            c.release_port(p);
+            c.release_port(p).await?;
         }
         if v.needs_health_check() {
-            c.release_port(v.health_check_node_port);
+            c.release_port(v.health_check_node_port).await?;
         }
         c.finish(txn)
     }

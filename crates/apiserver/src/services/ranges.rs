@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kubesvc_api::net::{Cidr, Family, Pool, PortRange, ip_static_band, port_static_band};
-use kubesvc_store::{EventKind, KeyValue, RangeRequest, Store};
+use kubesvc_store::{EventKind, RangeRequest, Store};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -89,8 +89,6 @@ impl IpRange {
 struct Mirror {
     ips: Vec<Pool>,
     ports: Pool,
-    /// Every allocation key: its holder and revision.
-    held: HashMap<String, (Owner, i64)>,
     /// Keys handed to requests whose transactions have not shown up yet.
     in_flight: HashMap<String, Instant>,
 }
@@ -114,7 +112,6 @@ impl Ranges {
         let mirror = Mirror {
             ips: ip_ranges.iter().map(IpRange::pool).collect(),
             ports: Pool::new(size, port_static_band(size)),
-            held: HashMap::new(),
             in_flight: HashMap::new(),
         };
         Ranges { ip_ranges, node_ports, mirror: Mutex::new(mirror) }
@@ -138,35 +135,21 @@ impl Ranges {
         self.node_ports.contains(port).then(|| Slot::Port((port - i64::from(self.node_ports.low)) as u128))
     }
 
-    fn apply(&self, m: &mut Mirror, key: &str, put: Option<&KeyValue>) {
-        let slot = self.slot(key);
-        match put {
-            Some(kv) => {
-                m.in_flight.remove(key);
-                let owner = serde_json::from_slice(&kv.value).unwrap_or_else(|_| Owner {
-                    namespace: String::new(),
-                    name: String::new(),
-                    uid: String::new(),
-                });
-                m.held.insert(key.to_string(), (owner, kv.mod_revision));
-                match slot {
-                    Some(Slot::Ip(i, o)) => {
-                        m.ips[i].take(o);
-                    }
-                    Some(Slot::Port(o)) => {
-                        m.ports.take(o);
-                    }
-                    None => {}
-                }
+    /// Records a key written (`taken`) or deleted.
+    fn apply(&self, m: &mut Mirror, key: &str, taken: bool) {
+        if taken {
+            m.in_flight.remove(key);
+        }
+        match (self.slot(key), taken) {
+            (Some(Slot::Ip(i, o)), true) => {
+                m.ips[i].take(o);
             }
-            None => {
-                m.held.remove(key);
-                match slot {
-                    Some(Slot::Ip(i, o)) => m.ips[i].free(o),
-                    Some(Slot::Port(o)) => m.ports.free(o),
-                    None => {}
-                }
+            (Some(Slot::Ip(i, o)), false) => m.ips[i].free(o),
+            (Some(Slot::Port(o)), true) => {
+                m.ports.take(o);
             }
+            (Some(Slot::Port(o)), false) => m.ports.free(o),
+            (None, _) => {}
         }
     }
 
@@ -179,10 +162,9 @@ impl Ranges {
         }
         let size = self.node_ports.size() as u128;
         m.ports = Pool::new(size, port_static_band(size));
-        m.held.clear();
         for kv in &snapshot.kvs {
             let key = String::from_utf8_lossy(&kv.key).to_string();
-            self.apply(&mut m, &key, Some(kv));
+            self.apply(&mut m, &key, true);
         }
         Ok(snapshot.revision)
     }
@@ -199,8 +181,7 @@ impl Ranges {
                                     let mut m = self.mirror.lock();
                                     for ev in &b.events {
                                         let key = String::from_utf8_lossy(&ev.kv.key).to_string();
-                                        let put = (ev.kind == EventKind::Put).then_some(&ev.kv);
-                                        self.apply(&mut m, &key, put);
+                                        self.apply(&mut m, &key, ev.kind == EventKind::Put);
                                     }
                                 }
                                 Some(Err(e)) => {
@@ -229,16 +210,6 @@ impl Ranges {
                 }
             }
         });
-    }
-
-    /// Who holds `key` and at which revision, as last seen.
-    pub fn holder(&self, key: &str) -> Option<(Owner, i64)> {
-        self.mirror.lock().held.get(key).cloned()
-    }
-
-    /// Every allocation key and its holder, as last seen.
-    pub fn all_held(&self) -> Vec<(String, Owner, i64)> {
-        self.mirror.lock().held.iter().map(|(k, (o, r))| (k.clone(), o.clone(), *r)).collect()
     }
 
     /// A free address of range `range` for automatic allocation, not one of `exclude`.
@@ -282,11 +253,5 @@ impl Ranges {
         let port = low + o as u16;
         m.in_flight.insert(port_key(port), now);
         Some(port)
-    }
-
-    /// How many addresses and ports are taken, as last seen (ranges in order, then ports).
-    pub fn usage(&self) -> (Vec<usize>, usize) {
-        let m = self.mirror.lock();
-        (m.ips.iter().map(Pool::used).collect(), m.ports.used())
     }
 }
