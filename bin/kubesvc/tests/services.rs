@@ -464,3 +464,21 @@ fn deleting_a_service_and_namespace_releases_addresses() {
     });
     apply(&c, again).ok();
 }
+
+/// A Service deleted the moment it was created gives its address back at
+/// once: the same requested address and node port can be taken again and again.
+#[test]
+fn create_delete_recreate_in_quick_succession() {
+    let c = common::cluster();
+    c.rt.block_on(async {
+        let api: Api<Service> = Api::default_namespaced(c.client().await.unwrap());
+        let spec = json!({"type": "NodePort", "clusterIP": "10.96.6.6", "ports": [{"port": 80, "nodePort": 30066}]});
+        for i in 0..30 {
+            let name = format!("churn{}", i % 3);
+            let created = api.create(&PostParams::default(), &service(&name, spec.clone())).await;
+            let created = created.unwrap_or_else(|e| panic!("round {i}: {e}"));
+            assert_eq!(created.spec.unwrap().cluster_ip.as_deref(), Some("10.96.6.6"));
+            api.delete(&name, &DeleteParams::default()).await.unwrap();
+        }
+    });
+}
