@@ -652,6 +652,10 @@ fn invalid_services_are_refused_as_kubernetes_refuses_them() {
             r#"The Service "type" is invalid: spec.type: Unsupported value: "Internal": supported values: "ClusterIP", "ExternalName", "LoadBalancer", "NodePort""#.into(),
         ),
         (
+            svc("enitp", "  type: ExternalName\n  externalName: a.example.com\n  internalTrafficPolicy: Nearby\n"),
+            r#"The Service "enitp" is invalid: spec.internalTrafficPolicy: Unsupported value: "Nearby": supported values: "Cluster", "Local""#.into(),
+        ),
+        (
             svc("Web_1", "  ports:\n  - {port: 80}\n"),
             format!(r#"The Service "Web_1" is invalid: metadata.name: Invalid value: "Web_1": {label_msg}"#),
         ),

@@ -55,7 +55,7 @@ fn store_contents(c: &Cluster) -> (BTreeMap<String, String>, BTreeSet<String>) {
             for ip in v.allocated_ips() {
                 wanted.insert(format!("/allocations/serviceips/{ip}"));
             }
-            for p in v.node_ports() {
+            for p in v.held_node_ports() {
                 wanted.insert(format!("/allocations/nodeports/{p}"));
             }
             if v.needs_health_check() {
@@ -275,6 +275,22 @@ fn type_changes_release_what_the_old_type_held() {
     assert_eq!(lb["spec"]["ports"][0]["nodePort"], lb_port);
     assert!(lb["spec"].get("allocateLoadBalancerNodePorts").is_none());
 
+    // An ExternalName Service may list node ports but holds none; becoming a NodePort it claims them.
+    apply(
+        &c,
+        &svc(
+            "en",
+            "  type: ExternalName\n  externalName: b.example.com\n  ports:\n  - port: 80\n    nodePort: 30095\n",
+        ),
+    )
+    .ok();
+    apply(&c, &svc("en-np", "  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 30095\n")).ok();
+    c.kubectl(&["delete", "service", "en-np"]).ok();
+    c.kubectl(&["patch", "service", "en", "-p", r#"{"spec":{"type":"NodePort","externalName":null}}"#]).ok();
+    assert_eq!(node_port_of(&c, "en"), 30095);
+    let taken = apply(&c, &svc("en-np", "  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 30095\n")).err();
+    assert!(taken.contains("provided port is already allocated"), "{taken}");
+
     // Changing a node port takes the new one and gives the old one back.
     c.kubectl(&["patch", "service", "np2", "-p", r#"{"spec":{"ports":[{"port":80,"nodePort":30071}]}}"#]).ok();
     apply(&c, &svc("np3", "  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 30070\n")).ok();
@@ -284,7 +300,7 @@ fn type_changes_release_what_the_old_type_held() {
     assert_eq!(get(&c, "service/np3", "default")["spec"]["clusterIP"], ip);
 
     // Deleting releases everything: the store holds exactly what the Services hold.
-    c.kubectl(&["delete", "service", "np", "lb"]).ok();
+    c.kubectl(&["delete", "service", "np", "lb", "en"]).ok();
     let mut c = c;
     c.stop().unwrap();
     let (held, wanted) = store_contents(&c);
@@ -481,4 +497,40 @@ fn create_delete_recreate_in_quick_succession() {
             api.delete(&name, &DeleteParams::default()).await.unwrap();
         }
     });
+}
+
+/// A server-side dry run checks what it can and keeps nothing; the values it
+/// shows for what it would allocate are Kubernetes' placeholders.
+#[test]
+fn dry_runs_allocate_nothing() {
+    let c = common::cluster();
+    let svc =
+        |name: &str, spec: &str| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}");
+    let out = c
+        .kubectl_stdin(
+            &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+            Some(&svc("d", "  type: NodePort\n  ports:\n  - port: 80\n")),
+        )
+        .ok();
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["spec"]["clusterIP"], "10.96.0.0");
+    assert_eq!(d["spec"]["ports"][0]["nodePort"], 32769);
+    let fixed = svc("f", "  type: NodePort\n  clusterIP: 10.96.4.4\n  ports:\n  - port: 80\n    nodePort: 30044\n");
+    c.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], Some(&fixed)).ok();
+    c.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], Some(&fixed)).ok();
+    c.kubectl_stdin(&["create", "-f", "-"], Some(&fixed)).ok();
+    assert_eq!(
+        c.kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            Some(&svc("g", "  clusterIP: 192.168.1.5\n  ports:\n  - port: 80\n"))
+        )
+        .err()
+        .trim(),
+        r#"The Service "g" is invalid: spec.clusterIPs: Invalid value: ["192.168.1.5"]: failed to allocate IP 192.168.1.5: the provided IP (192.168.1.5) is not in the valid range. The range of valid IPs is 10.96.0.0/12"#
+    );
+    assert_eq!(rows_of(&c), 2, "kubernetes and f");
+}
+
+fn rows_of(c: &Cluster) -> usize {
+    get(c, "services", "default")["items"].as_array().unwrap().len()
 }

@@ -28,7 +28,14 @@ use crate::cache::{Cache, Entry};
 pub trait Admission: Send + Sync {
     fn handles(&self, r: &Resource) -> bool;
 
-    async fn create(&self, _r: &'static Resource, _obj: &mut Value, _txn: &mut Txn) -> Result<(), StatusError> {
+    /// A dry run must check what it can and change nothing (its transaction is never committed).
+    async fn create(
+        &self,
+        _r: &'static Resource,
+        _obj: &mut Value,
+        _txn: &mut Txn,
+        _dry_run: bool,
+    ) -> Result<(), StatusError> {
         Ok(())
     }
 
@@ -38,6 +45,7 @@ pub trait Admission: Send + Sync {
         _new: &mut Value,
         _old: &Value,
         _txn: &mut Txn,
+        _dry_run: bool,
     ) -> Result<(), StatusError> {
         Ok(())
     }
@@ -357,7 +365,7 @@ impl Registry {
             // Admission (address allocation) comes before validation, as in Kubernetes: what it
             // fills in is validated, and its own errors win.
             for a in self.plugins(r) {
-                a.create(r, &mut candidate, &mut txn).await?;
+                a.create(r, &mut candidate, &mut txn, opts.dry_run).await?;
             }
             let errs = Self::validate_new(r, &candidate);
             if !errs.is_empty() {
@@ -518,7 +526,7 @@ impl Registry {
             // As on create, admission sees the update before the kind's rules and validation.
             if sub.is_none() {
                 for a in self.plugins(r) {
-                    a.update(r, &mut new, old, &mut txn).await?;
+                    a.update(r, &mut new, old, &mut txn, opts.dry_run).await?;
                 }
             }
             Self::finish_update(r, &mut new, old, sub)?;

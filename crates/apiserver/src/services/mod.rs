@@ -100,6 +100,8 @@ fn invalid_one(
 /// Why a requested address or port cannot be had.
 enum Refused {
     OutOfRange,
+    /// A dry run's check: the address is outside the range of its family (shown).
+    NotInValidRange(String),
     Taken,
 }
 
@@ -109,9 +111,17 @@ struct Claims<'a> {
     owner: Owner,
     claimed: Vec<String>,
     released: Vec<(String, i64)>,
+    /// A dry run checks what it can and allocates nothing: dynamic values are
+    /// placeholders, as Kubernetes' dry-run allocators return.
+    dry_run: bool,
+    dry_ports: u16,
 }
 
-impl Claims<'_> {
+impl<'a> Claims<'a> {
+    fn new(alloc: &'a ServiceAllocator, owner: Owner, dry_run: bool) -> Self {
+        Claims { alloc, owner, claimed: Vec::new(), released: Vec::new(), dry_run, dry_ports: 0 }
+    }
+
     /// Whether `key` is free in the store (not in the mirror, which may lag).
     async fn free(&self, key: &str) -> Result<bool, StatusError> {
         if self.claimed.iter().any(|k| k == key) {
@@ -122,6 +132,15 @@ impl Claims<'_> {
     }
 
     async fn claim_ip(&mut self, ip: &IpAddr) -> Result<Result<(), Refused>, StatusError> {
+        if self.dry_run {
+            // A dry run only checks the range, and words it differently.
+            if self.alloc.ranges.locate_ip(ip).is_some() {
+                return Ok(Ok(()));
+            }
+            let family = Family::of(ip);
+            let range = self.alloc.ranges.range_of(family).unwrap_or(0);
+            return Ok(Err(Refused::NotInValidRange(self.alloc.ranges.ip_ranges[range].cidr.to_string())));
+        }
         if self.alloc.ranges.locate_ip(ip).is_none() {
             return Ok(Err(Refused::OutOfRange));
         }
@@ -134,6 +153,16 @@ impl Claims<'_> {
     }
 
     async fn claim_port(&mut self, port: i64) -> Result<Result<(), Refused>, StatusError> {
+        if self.dry_run {
+            // A dry run checks only that the port is not taken.
+            let Ok(p) = u16::try_from(port) else { return Ok(Ok(())) };
+            let key = port_key(p);
+            if !self.free(&key).await? {
+                return Ok(Err(Refused::Taken));
+            }
+            self.claimed.push(key);
+            return Ok(Ok(()));
+        }
         if !self.alloc.ranges.node_ports.contains(port) {
             return Ok(Err(Refused::OutOfRange));
         }
@@ -147,12 +176,19 @@ impl Claims<'_> {
 
     fn next_ip(&mut self, family: Family) -> Option<IpAddr> {
         let range = self.alloc.ranges.range_of(family)?;
+        if self.dry_run {
+            return Some(self.alloc.ranges.ip_ranges[range].cidr.network);
+        }
         let ip = self.alloc.ranges.pick_ip(range, &self.claimed)?;
         self.claimed.push(ip_key(&ip));
         Some(ip)
     }
 
     fn next_port(&mut self) -> Option<u16> {
+        if self.dry_run {
+            self.dry_ports += 1;
+            return Some(32768 + self.dry_ports);
+        }
         let port = self.alloc.ranges.pick_port(&self.claimed)?;
         self.claimed.push(port_key(port));
         Some(port)
@@ -191,6 +227,9 @@ impl Claims<'_> {
 
     /// Claims as creates that must not find the key; releases as deletes at the revision seen.
     fn finish(self, txn: &mut Txn) -> Result<(), StatusError> {
+        if self.dry_run {
+            return Ok(());
+        }
         let value = Bytes::from(serde_json::to_vec(&self.owner).map_err(StatusError::internal)?);
         for key in self.claimed {
             txn.compares.push(Compare::ModRevision(key.clone().into_bytes(), 0));
@@ -222,11 +261,17 @@ fn set_node_port(obj: &mut Value, i: usize, port: i64) {
     }
 }
 
-fn refused_port(name: &str, i: usize, port: i64, why: Refused, range: &PortRange) -> StatusError {
-    let msg = match why {
-        Refused::OutOfRange => format!("provided port is not in the valid range. The range of valid ports is {range}"),
+fn port_refusal(why: Refused, range: &PortRange) -> String {
+    match why {
+        Refused::OutOfRange | Refused::NotInValidRange(_) => {
+            format!("provided port is not in the valid range. The range of valid ports is {range}")
+        }
         Refused::Taken => "provided port is already allocated".into(),
-    };
+    }
+}
+
+fn refused_port(name: &str, i: usize, port: i64, why: Refused, range: &PortRange) -> StatusError {
+    let msg = port_refusal(why, range);
     invalid_one(name, format!("spec.ports[{i}].nodePort"), port, msg)
 }
 
@@ -295,6 +340,9 @@ impl ServiceAllocator {
         match c.claim_ip(&ip).await? {
             Ok(()) => Ok(()),
             Err(Refused::OutOfRange) => Err(refused("the provided network does not match the current range")),
+            Err(Refused::NotInValidRange(cidr)) => Err(refused(&format!(
+                "the provided IP ({ip}) is not in the valid range. The range of valid IPs is {cidr}"
+            ))),
             Err(Refused::Taken) => Err(refused("provided IP is already allocated")),
         }
     }
@@ -350,12 +398,7 @@ impl ServiceAllocator {
         let range = self.ranges.node_ports;
         if requested != 0 {
             if let Err(why) = c.claim_port(requested).await? {
-                let why = match why {
-                    Refused::OutOfRange => {
-                        format!("provided port is not in the valid range. The range of valid ports is {range}")
-                    }
-                    Refused::Taken => "provided port is already allocated".into(),
-                };
+                let why = port_refusal(why, &range);
                 return Err(StatusError::internal(format!(
                     "failed to allocate requested HealthCheck NodePort {requested}: {why}"
                 )));
@@ -426,7 +469,7 @@ impl ServiceAllocator {
         let name = meta::name(new).to_string();
         let (n, o) = (ServiceView::new(new), ServiceView::new(old));
         let allocate = n.allocates_node_ports();
-        let old_numbers: HashSet<i64> = o.node_ports().into_iter().collect();
+        let old_numbers: HashSet<i64> = o.held_node_ports().into_iter().collect();
         let ports: Vec<(String, i64)> = n.ports.iter().map(|p| (p.protocol.to_string(), p.node_port)).collect();
         let range = self.ranges.node_ports;
         let mut claimed_here = HashSet::new();
@@ -469,11 +512,17 @@ impl Admission for ServiceAllocator {
         r.group.is_empty() && r.plural == "services"
     }
 
-    async fn create(&self, _r: &'static Resource, obj: &mut Value, txn: &mut Txn) -> Result<(), StatusError> {
+    async fn create(
+        &self,
+        _r: &'static Resource,
+        obj: &mut Value,
+        txn: &mut Txn,
+        dry_run: bool,
+    ) -> Result<(), StatusError> {
         let name = meta::name(obj).to_string();
         normalize_cluster_ips(obj, None);
         init_ip_family_fields(obj, None, self.families).map_err(|e| invalid(&name, e))?;
-        let mut c = Claims { alloc: self, owner: owner_of(obj), claimed: Vec::new(), released: Vec::new() };
+        let mut c = Claims::new(self, owner_of(obj), dry_run);
         self.alloc_cluster_ips(obj, &mut c).await?;
         self.init_node_ports(obj, &mut c).await?;
         if ServiceView::new(obj).needs_health_check() {
@@ -488,19 +537,20 @@ impl Admission for ServiceAllocator {
         new: &mut Value,
         old: &Value,
         txn: &mut Txn,
+        dry_run: bool,
     ) -> Result<(), StatusError> {
         let name = meta::name(new).to_string();
         patch_allocated_values(new, old);
         normalize_cluster_ips(new, Some(old));
         init_ip_family_fields(new, Some(old), self.families).map_err(|e| invalid(&name, e))?;
-        let mut c = Claims { alloc: self, owner: owner_of(old), claimed: Vec::new(), released: Vec::new() };
+        let mut c = Claims::new(self, owner_of(old), dry_run);
         self.update_cluster_ips(new, old, &mut c).await?;
         let (new_ty, old_ty) = (ServiceView::new(new).ty.to_string(), ServiceView::new(old).ty.to_string());
         let with_ports = |t: &str| t == TYPE_NODE_PORT || t == TYPE_LOAD_BALANCER;
         if with_ports(&new_ty) {
             self.update_node_ports(new, old, &mut c).await?;
         } else if with_ports(&old_ty) && (new_ty == TYPE_CLUSTER_IP || new_ty == TYPE_EXTERNAL_NAME) {
-            for p in ServiceView::new(old).node_ports() {
+            for p in ServiceView::new(old).held_node_ports() {
                 c.release_port(p).await?;
             }
         }
@@ -514,12 +564,12 @@ impl Admission for ServiceAllocator {
     }
 
     async fn delete(&self, _r: &'static Resource, old: &Value, txn: &mut Txn) -> Result<(), StatusError> {
-        let mut c = Claims { alloc: self, owner: owner_of(old), claimed: Vec::new(), released: Vec::new() };
+        let mut c = Claims::new(self, owner_of(old), false);
         let v = ServiceView::new(old);
         for ip in v.allocated_ips() {
             c.release_ip(ip).await?;
         }
-        for p in v.node_ports() {
+        for p in v.held_node_ports() {
             c.release_port(p).await?;
         }
         if v.needs_health_check() {

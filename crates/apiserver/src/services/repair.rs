@@ -42,6 +42,8 @@ pub struct Report {
 
 struct Wanted {
     owner: Owner,
+    /// The Service's key and revision in the snapshot: a fix must not outlive it.
+    service: (Vec<u8>, i64),
     /// How an event names it: `Cluster IP [IPv4]: 10.0.0.5` or `Port 30080`.
     label: String,
     is_ip: bool,
@@ -103,9 +105,10 @@ pub async fn run_once(store: &dyn Store, ranges: &Ranges) -> Result<Report, kube
                 problem(&mut report, "ClusterIPAlreadyAllocated", msg);
                 continue;
             }
-            wanted.insert(key, Wanted { owner: owner.clone(), label, is_ip: true });
+            let service = (kv.key.to_vec(), kv.mod_revision);
+            wanted.insert(key, Wanted { owner: owner.clone(), service, label, is_ip: true });
         }
-        let mut ports = v.node_ports();
+        let mut ports = v.held_node_ports();
         if v.needs_health_check() && v.health_check_node_port != 0 {
             ports.push(v.health_check_node_port);
         }
@@ -127,11 +130,13 @@ pub async fn run_once(store: &dyn Store, ranges: &Ranges) -> Result<Report, kube
                 );
                 continue;
             }
-            wanted.insert(key, Wanted { owner: owner.clone(), label: format!("Port {p}"), is_ip: false });
+            let service = (kv.key.to_vec(), kv.mod_revision);
+            wanted.insert(key, Wanted { owner: owner.clone(), service, label: format!("Port {p}"), is_ip: false });
         }
     }
 
-    let mut fixes: Vec<(Compare, Op)> = Vec::new();
+    // Each fix holds only if what it was computed from is unchanged.
+    let mut fixes: Vec<(Vec<Compare>, Op)> = Vec::new();
     let mut wanted_sorted: Vec<(&String, &Wanted)> = wanted.iter().collect();
     wanted_sorted.sort_by(|a, b| a.0.cmp(b.0));
     for (key, w) in wanted_sorted {
@@ -142,10 +147,11 @@ pub async fn run_once(store: &dyn Store, ranges: &Ranges) -> Result<Report, kube
             Some((_, rev)) => (*rev, "has a wrong reference; repairing"),
         };
         let value = Bytes::from(serde_json::to_vec(&w.owner).unwrap_or_default());
-        fixes.push((
+        let compares = vec![
             Compare::ModRevision(key.clone().into_bytes(), rev),
-            Op::Put { key: key.clone().into_bytes(), value },
-        ));
+            Compare::ModRevision(w.service.0.clone(), w.service.1),
+        ];
+        fixes.push((compares, Op::Put { key: key.clone().into_bytes(), value }));
         let reason_code = if w.is_ip { "ClusterIPNotAllocated" } else { "PortNotAllocated" };
         report.problems.push((
             w.owner.namespace.clone(),
@@ -160,13 +166,13 @@ pub async fn run_once(store: &dyn Store, ranges: &Ranges) -> Result<Report, kube
             continue;
         }
         tracing::warn!(key, service = %format!("{}/{}", owner.namespace, owner.name), "an allocation appears to have leaked: cleaning up");
-        fixes
-            .push((Compare::ModRevision(key.clone().into_bytes(), *rev), Op::Delete { key: key.clone().into_bytes() }));
+        let compares = vec![Compare::ModRevision(key.clone().into_bytes(), *rev)];
+        fixes.push((compares, Op::Delete { key: key.clone().into_bytes() }));
         report.removed.push(key.clone());
     }
     for chunk in fixes.chunks(BATCH) {
         let txn = Txn {
-            compares: chunk.iter().map(|(c, _)| c.clone()).collect(),
+            compares: chunk.iter().flat_map(|(c, _)| c.iter().cloned()).collect(),
             ops: chunk.iter().map(|(_, o)| o.clone()).collect(),
         };
         if !store.txn(txn).await?.committed() {

@@ -85,10 +85,12 @@ pub fn scheme_defaults(obj: &mut Value) {
 }
 
 /// Kubernetes hides `internalTrafficPolicy` of ExternalName services on every
-/// read; we never store it instead.
+/// read; we do not store a valid one instead (an invalid one stays, for
+/// validation to refuse).
 pub fn hide_external_name_fields(obj: &mut Value) {
     if obj.pointer("/spec/type").and_then(Value::as_str) == Some(TYPE_EXTERNAL_NAME)
         && let Some(spec) = spec(obj)
+        && matches!(spec.get("internalTrafficPolicy").and_then(Value::as_str), Some("Cluster" | "Local"))
     {
         spec.remove("internalTrafficPolicy");
     }

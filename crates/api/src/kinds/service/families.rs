@@ -83,7 +83,7 @@ pub fn patch_allocated_values(new: &mut Value, old: &Value) {
     let fill_ip = both_ips && n.cluster_ip.is_empty() && !o.cluster_ip.is_empty();
     let fill_ips = both_ips && n.cluster_ips().is_empty() && !o.cluster_ips().is_empty();
     let mut node_ports: Vec<Option<i64>> = vec![None; n.ports.len()];
-    if n.allocates_node_ports() && o.allocates_node_ports() {
+    if n.needs_node_ports() && o.needs_node_ports() {
         let new_used: HashSet<i64> = n.node_ports().into_iter().collect();
         let used: HashSet<i64> = o.node_ports().into_iter().filter(|p| new_used.contains(p)).collect();
         for (i, p) in n.ports.iter().enumerate() {
@@ -123,12 +123,6 @@ pub fn patch_allocated_values(new: &mut Value, old: &Value) {
 
 fn invalid(errs: ErrorList) -> Result<(), ErrorList> {
     if errs.is_empty() { Ok(()) } else { Err(errs) }
-}
-
-fn one(path: &str, value: impl Into<crate::validation::BadValue>, detail: impl Into<String>) -> ErrorList {
-    let mut errs = ErrorList::new();
-    errs.push(FieldError::invalid(path, value, detail));
-    errs
 }
 
 /// A PreferDualStack service whose IP fields and type did not change is left
@@ -182,6 +176,7 @@ pub fn init_ip_family_fields(new: &mut Value, old: Option<&Value>, cluster: Clus
     let ips_json = n.cluster_ips_json();
     let policy_json = json!(policy);
 
+    let mut errs = ErrorList::new();
     if let Some(old) = old {
         let o = ServiceView::new(old);
         if policy == "SingleStack" {
@@ -194,23 +189,22 @@ pub fn init_ip_family_fields(new: &mut Value, old: Option<&Value>, cluster: Clus
             }
         } else {
             if !ips.is_empty() && ips.len() < o.cluster_ips().len() {
-                return Err(one(
+                errs.push(FieldError::invalid(
                     "spec.ipFamilyPolicy",
-                    policy_json,
+                    policy_json.clone(),
                     "must be 'SingleStack' to release the secondary cluster IP",
                 ));
             }
             if !families.is_empty() && families.len() < o.ip_families().len() {
-                return Err(one(
+                errs.push(FieldError::invalid(
                     "spec.ipFamilyPolicy",
-                    policy_json,
+                    policy_json.clone(),
                     "must be 'SingleStack' to release the secondary IP family",
                 ));
             }
         }
     }
 
-    let mut errs = ErrorList::new();
     if policy == "SingleStack" {
         if ips.len() > 1 {
             errs.push(FieldError::invalid(
@@ -369,6 +363,28 @@ mod tests {
                 r#"spec.ipFamilyPolicy: Invalid value: "SingleStack": must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified"#
             ]
         );
+    }
+
+    #[test]
+    fn releasing_a_family_needs_single_stack() {
+        let old = svc(json!({"type": "ClusterIP", "ipFamilyPolicy": "PreferDualStack", "clusterIP": "10.0.0.1",
+            "clusterIPs": ["10.0.0.1", "fd00::1"], "ipFamilies": ["IPv4", "IPv6"]}));
+        let mut new = svc(json!({"type": "ClusterIP", "ipFamilyPolicy": "PreferDualStack", "clusterIP": "10.0.0.1",
+            "clusterIPs": ["10.0.0.1"], "ipFamilies": ["IPv4"]}));
+        let errs = init_ip_family_fields(&mut new, Some(&old), DUAL).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                r#"spec.ipFamilyPolicy: Invalid value: "PreferDualStack": must be 'SingleStack' to release the secondary cluster IP"#,
+                r#"spec.ipFamilyPolicy: Invalid value: "PreferDualStack": must be 'SingleStack' to release the secondary IP family"#,
+            ]
+        );
+        let mut new = old.clone();
+        new["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+        init_ip_family_fields(&mut new, Some(&old), DUAL).unwrap();
+        assert_eq!(new["spec"]["clusterIPs"], json!(["10.0.0.1"]));
+        assert_eq!(new["spec"]["ipFamilies"], json!(["IPv4"]));
     }
 
     #[test]

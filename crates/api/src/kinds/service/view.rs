@@ -167,6 +167,12 @@ impl<'a> ServiceView<'a> {
         self.ports.iter().map(|p| p.node_port).filter(|&n| n != 0).collect()
     }
 
+    /// The node ports the Service holds: those of a NodePort or LoadBalancer
+    /// Service (an ExternalName Service may list some, and holds none).
+    pub fn held_node_ports(&self) -> Vec<i64> {
+        if self.needs_node_ports() { self.node_ports() } else { Vec::new() }
+    }
+
     /// The cluster IPs that are addresses (not `None`).
     pub fn allocated_ips(&self) -> Vec<&'a str> {
         if !self.needs_cluster_ip() {
