@@ -14,7 +14,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use kubesvc_api::kinds;
 use kubesvc_api::meta;
 use kubesvc_api::resources::{self, Resource};
@@ -24,6 +23,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
 
 use crate::Error;
+use crate::follow::{Follower, follow};
 
 /// One object as the cache holds it.
 pub struct Entry {
@@ -341,14 +341,15 @@ impl Cache {
             prefixes: all.iter().map(|r| r.key_prefix()).collect(),
             rv: watch::channel(0).0,
         });
-        let rev = cache.load(&*store).await?;
-        let c = cache.clone();
-        tokio::spawn(async move { c.follow(store, rev, shutdown).await });
+        let rev = cache.load_all(&*store).await?;
+        // Every watch ends when the cache reloads; clients resume or relist as against Kubernetes.
+        let follower: Arc<dyn Follower> = cache.clone();
+        tokio::spawn(async move { follow(follower, store, PREFIX, rev, shutdown).await });
         Ok(cache)
     }
 
     /// Reads every object at the current revision into the caches.
-    async fn load(&self, store: &dyn Store) -> Result<i64, Error> {
+    async fn load_all(&self, store: &dyn Store) -> Result<i64, kubesvc_store::Error> {
         let snapshot = store.range(RangeRequest::prefix(PREFIX)).await?;
         let rev = snapshot.revision;
         let mut per: Vec<BTreeMap<String, Arc<Entry>>> = vec![BTreeMap::new(); self.resources.len()];
@@ -378,43 +379,7 @@ impl Cache {
         Some((i, key[self.prefixes[i].len()..].to_string(), parsed))
     }
 
-    /// Follows the store; if its watch fails, relists and starts again (every
-    /// watch then ends, and clients resume or relist as they do against Kubernetes).
-    async fn follow(self: Arc<Self>, store: Arc<dyn Store>, mut rev: i64, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            match store.watch(PREFIX.to_vec(), rev + 1).await {
-                Ok(mut stream) => loop {
-                    tokio::select! {
-                        batch = stream.next() => match batch {
-                            Some(Ok(b)) => self.apply(b),
-                            Some(Err(e)) => {
-                                tracing::warn!(error = %e, "the watch cache lost its store watch; relisting");
-                                break;
-                            }
-                            None => return,
-                        },
-                        _ = shutdown.changed() => return,
-                    }
-                },
-                Err(e) => tracing::warn!(error = %e, "the watch cache could not watch the store; relisting"),
-            }
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = shutdown.changed() => return,
-                }
-                match self.load(&*store).await {
-                    Ok(r) => {
-                        rev = r;
-                        break;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "relisting failed; retrying"),
-                }
-            }
-        }
-    }
-
-    fn apply(&self, batch: WatchBatch) {
+    fn apply_batch(&self, batch: WatchBatch) {
         let mut per: Vec<Vec<(EventKind, String, Option<Value>)>> = vec![Vec::new(); self.resources.len()];
         for ev in batch.events {
             let value = (ev.kind == EventKind::Put).then_some(&ev.kv.value[..]);
@@ -441,5 +406,16 @@ impl Cache {
     pub async fn wait_for(&self, rev: i64, timeout: Duration) -> bool {
         let mut rx = self.rv.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[async_trait::async_trait]
+impl Follower for Cache {
+    async fn load(&self, store: &dyn Store) -> Result<i64, kubesvc_store::Error> {
+        self.load_all(store).await
+    }
+
+    fn apply(&self, batch: WatchBatch) {
+        self.apply_batch(batch)
     }
 }

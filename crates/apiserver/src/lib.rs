@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod discovery;
+pub mod follow;
 pub mod handlers;
 pub mod list;
 pub mod namespaces;

@@ -284,8 +284,9 @@ impl ServiceAllocator {
     ) -> Result<Arc<ServiceAllocator>, String> {
         let ip_ranges = network.cidrs.iter().map(|c| IpRange::new(*c)).collect::<Result<Vec<_>, _>>()?;
         let ranges = Arc::new(Ranges::new(ip_ranges, network.node_ports));
-        let rev = ranges.load(&*store).await.map_err(|e| e.to_string())?;
-        ranges.clone().follow(store.clone(), rev, stop);
+        let rev = ranges.load_all(&*store).await.map_err(|e| e.to_string())?;
+        let follower: Arc<dyn crate::follow::Follower> = ranges.clone();
+        tokio::spawn(crate::follow::follow(follower, store.clone(), ranges::PREFIX.as_bytes(), rev, stop));
         Ok(Arc::new(ServiceAllocator { store, ranges, families: network.families() }))
     }
 

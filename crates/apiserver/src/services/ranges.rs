@@ -9,15 +9,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use kubesvc_api::net::{Cidr, Family, Pool, PortRange, ip_static_band, port_static_band};
-use kubesvc_store::{EventKind, RangeRequest, Store};
+use kubesvc_store::{EventKind, RangeRequest, Store, WatchBatch};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+
+use crate::follow::Follower;
 
 pub const PREFIX: &str = "/allocations/";
 pub const IP_PREFIX: &str = "/allocations/serviceips/";
@@ -136,7 +135,7 @@ impl Ranges {
     }
 
     /// Records a key written (`taken`) or deleted.
-    fn apply(&self, m: &mut Mirror, key: &str, taken: bool) {
+    fn record(&self, m: &mut Mirror, key: &str, taken: bool) {
         if taken {
             m.in_flight.remove(key);
         }
@@ -154,7 +153,7 @@ impl Ranges {
     }
 
     /// Replaces the mirror with what the store holds; returns the revision read.
-    pub async fn load(&self, store: &dyn Store) -> Result<i64, kubesvc_store::Error> {
+    pub async fn load_all(&self, store: &dyn Store) -> Result<i64, kubesvc_store::Error> {
         let snapshot = store.range(RangeRequest::prefix(PREFIX.as_bytes())).await?;
         let mut m = self.mirror.lock();
         for (p, r) in m.ips.iter_mut().zip(&self.ip_ranges) {
@@ -164,52 +163,9 @@ impl Ranges {
         m.ports = Pool::new(size, port_static_band(size));
         for kv in &snapshot.kvs {
             let key = String::from_utf8_lossy(&kv.key).to_string();
-            self.apply(&mut m, &key, true);
+            self.record(&mut m, &key, true);
         }
         Ok(snapshot.revision)
-    }
-
-    /// Follows the store from `rev` until shutdown, relisting when the watch fails.
-    pub fn follow(self: Arc<Self>, store: Arc<dyn Store>, mut rev: i64, mut stop: watch::Receiver<bool>) {
-        tokio::spawn(async move {
-            loop {
-                match store.watch(PREFIX.as_bytes().to_vec(), rev + 1).await {
-                    Ok(mut stream) => loop {
-                        tokio::select! {
-                            batch = stream.next() => match batch {
-                                Some(Ok(b)) => {
-                                    let mut m = self.mirror.lock();
-                                    for ev in &b.events {
-                                        let key = String::from_utf8_lossy(&ev.kv.key).to_string();
-                                        self.apply(&mut m, &key, ev.kind == EventKind::Put);
-                                    }
-                                }
-                                Some(Err(e)) => {
-                                    tracing::warn!(error = %e, "the allocation mirror lost its watch; relisting");
-                                    break;
-                                }
-                                None => return,
-                            },
-                            _ = stop.changed() => return,
-                        }
-                    },
-                    Err(e) => tracing::warn!(error = %e, "the allocation mirror could not watch the store"),
-                }
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        _ = stop.changed() => return,
-                    }
-                    match self.load(&*store).await {
-                        Ok(r) => {
-                            rev = r;
-                            break;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "relisting allocations failed; retrying"),
-                    }
-                }
-            }
-        });
     }
 
     /// A free address of range `range` for automatic allocation, not one of `exclude`.
@@ -253,5 +209,20 @@ impl Ranges {
         let port = low + o as u16;
         m.in_flight.insert(port_key(port), now);
         Some(port)
+    }
+}
+
+#[async_trait::async_trait]
+impl Follower for Ranges {
+    async fn load(&self, store: &dyn Store) -> Result<i64, kubesvc_store::Error> {
+        self.load_all(store).await
+    }
+
+    fn apply(&self, batch: WatchBatch) {
+        let mut m = self.mirror.lock();
+        for ev in &batch.events {
+            let key = String::from_utf8_lossy(&ev.kv.key).to_string();
+            self.record(&mut m, &key, ev.kind == EventKind::Put);
+        }
     }
 }

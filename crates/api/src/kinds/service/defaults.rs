@@ -122,15 +122,20 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
     let not_lb = n.ty != TYPE_LOAD_BALANCER;
 
     let Some(spec) = spec(new) else { return };
-    if drop_ips {
-        spec.remove("clusterIP");
-        spec.remove("clusterIPs");
-    }
-    if drop_families {
-        spec.remove("ipFamilies");
-    }
-    if drop_policy {
-        spec.remove("ipFamilyPolicy");
+    let dropped = [
+        (drop_ips, "clusterIP"),
+        (drop_ips, "clusterIPs"),
+        (drop_families, "ipFamilies"),
+        (drop_policy, "ipFamilyPolicy"),
+        (drop_hcnp, "healthCheckNodePort"),
+        (drop_allocate, "allocateLoadBalancerNodePorts"),
+        (drop_class, "loadBalancerClass"),
+        (drop_etp, "externalTrafficPolicy"),
+    ];
+    for (drop, field) in dropped {
+        if drop {
+            spec.remove(field);
+        }
     }
     if drop_node_ports {
         for p in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
@@ -138,18 +143,6 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
                 p.remove("nodePort");
             }
         }
-    }
-    if drop_hcnp {
-        spec.remove("healthCheckNodePort");
-    }
-    if drop_allocate {
-        spec.remove("allocateLoadBalancerNodePorts");
-    }
-    if drop_class {
-        spec.remove("loadBalancerClass");
-    }
-    if drop_etp {
-        spec.remove("externalTrafficPolicy");
     }
     if not_lb {
         crate::meta::object_at(new, &["status"]).insert("loadBalancer".into(), json!({}));
