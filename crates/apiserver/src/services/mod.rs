@@ -17,14 +17,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kubesvc_api::kinds::service::{
     ClusterFamilies, ServiceView, TYPE_CLUSTER_IP, TYPE_EXTERNAL_NAME, TYPE_LOAD_BALANCER, TYPE_NODE_PORT,
-    init_ip_family_fields, normalize_cluster_ips, patch_allocated_values,
+    init_ip_family_fields, normalize_cluster_ips, patch_allocated_values, unchanged_prefer_dual_stack,
 };
 use kubesvc_api::meta;
 use kubesvc_api::net::{Cidr, Family, PortRange};
 use kubesvc_api::resources::Resource;
 use kubesvc_api::status::{GroupKind, StatusError};
 use kubesvc_api::validation::ip::parse_ip_sloppy;
-use kubesvc_api::validation::{ErrorList, FieldError};
+use kubesvc_api::validation::{ErrorList, FieldError, go_quote};
 use kubesvc_store::{Compare, Op, Store, Txn};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -336,7 +336,7 @@ impl ServiceAllocator {
             invalid_one(name, "spec.clusterIPs".into(), shown.clone(), format!("failed to allocate IP {req}: {why}"))
         };
         let Some(ip) = parse_ip_sloppy(req) else {
-            return Err(StatusError::internal(format!("failed to parse service IP {req:?}")));
+            return Err(StatusError::internal(format!("failed to parse service IP {}", go_quote(req))));
         };
         match c.claim_ip(&ip).await? {
             Ok(()) => Ok(()),
@@ -417,12 +417,7 @@ impl ServiceAllocator {
     /// `updateClusterIPs`: to and from ExternalName, and dual-stack upgrades and downgrades.
     async fn update_cluster_ips(&self, new: &mut Value, old: &Value, c: &mut Claims<'_>) -> Result<(), StatusError> {
         let (n, o) = (ServiceView::new(new), ServiceView::new(old));
-        let unchanged_prefer_dual = n.ip_family_policy == Some("PreferDualStack")
-            && o.ip_family_policy.is_none_or(|p| p == "PreferDualStack")
-            && n.ty == o.ty
-            && n.cluster_ips() == o.cluster_ips()
-            && n.ip_families() == o.ip_families();
-        if unchanged_prefer_dual {
+        if unchanged_prefer_dual_stack(&n, Some(&o)) {
             return Ok(());
         }
         if o.ty == TYPE_EXTERNAL_NAME && n.ty != TYPE_EXTERNAL_NAME {

@@ -8,11 +8,10 @@
 //! (`base()` here), the case tweaks it, and only
 //! `validateServiceExternalTrafficPolicy` is called; its errors are counted.
 //! No feature gate is set by this test, so nothing is skipped.
-#![allow(unused_imports)]
 
 use serde_json::json;
 
-use super::cases::{Case, case, del, get, push, set};
+use super::cases::{Case, case, set};
 
 pub(super) fn cases() -> Vec<Case> {
     vec![

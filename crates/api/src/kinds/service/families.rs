@@ -127,7 +127,7 @@ fn invalid(errs: ErrorList) -> Result<(), ErrorList> {
 
 /// A PreferDualStack service whose IP fields and type did not change is left
 /// as it is, whatever the cluster became since.
-fn unchanged_prefer_dual_stack(n: &ServiceView, o: Option<&ServiceView>) -> bool {
+pub fn unchanged_prefer_dual_stack(n: &ServiceView, o: Option<&ServiceView>) -> bool {
     let Some(o) = o else { return false };
     let ip_type = |t: &str| matches!(t, TYPE_CLUSTER_IP | TYPE_NODE_PORT | TYPE_LOAD_BALANCER);
     n.ip_family_policy == Some("PreferDualStack")

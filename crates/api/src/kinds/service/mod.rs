@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use super::{Rules, str_at};
 use crate::validation::{ErrorList, NameRule};
 
-pub use families::{ClusterFamilies, init_ip_family_fields, normalize_cluster_ips, patch_allocated_values};
+pub use families::{
+    ClusterFamilies, init_ip_family_fields, normalize_cluster_ips, patch_allocated_values, unchanged_prefer_dual_stack,
+};
 pub use validate::{
     validate_cluster_ips_related_fields, validate_external_traffic_policy, validate_service, validate_service_update,
     validate_status_update, warnings,

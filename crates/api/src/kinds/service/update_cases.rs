@@ -20,11 +20,10 @@
 //! Upstream mutates the internal Go type; here the same changes are made to
 //! the v1 JSON. A Go field set to its zero value ("" or nil) is a key removed
 //! here, as the JSON encoding of that object would omit it.
-#![allow(unused_imports)]
 
 use serde_json::json;
 
-use super::cases::{UpdateCase, del, get, push, set, update_case};
+use super::cases::{UpdateCase, del, push, set, update_case};
 
 // Annotation keys hold '/', so they are set by indexing rather than by a JSON pointer.
 const TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";
