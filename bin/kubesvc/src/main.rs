@@ -18,8 +18,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the Kubernetes-compatible API server.
+    /// Run the Kubernetes-compatible API server (and, by default, the controllers).
     Server(ServerArgs),
+    /// Run the controllers against any Kubernetes API server.
+    Controllers(ControllersArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct ControllerFlags {
+    /// Seconds a node may go without a heartbeat before it is marked NotReady.
+    #[arg(long, default_value_t = 50)]
+    node_monitor_grace_period: u64,
+    /// The most endpoints one EndpointSlice holds.
+    #[arg(long, default_value_t = 100)]
+    max_endpoints_per_slice: usize,
+}
+
+impl ControllerFlags {
+    fn options(&self) -> kubesvc_controllers::Options {
+        kubesvc_controllers::Options {
+            max_endpoints_per_slice: self.max_endpoints_per_slice.clamp(1, 1000),
+            node_monitor_grace_period: Duration::from_secs(self.node_monitor_grace_period.max(1)),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ControllersArgs {
+    /// The kubeconfig of the cluster to control (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    flags: ControllerFlags,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +93,11 @@ struct ServerArgs {
     /// address, or the first global address of this host).
     #[arg(long)]
     advertise_address: Option<std::net::IpAddr>,
+    /// Run the controllers in this process (`--controllers=false` for an API server alone).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    controllers: bool,
+    #[command(flatten)]
+    controller_flags: ControllerFlags,
 }
 
 async fn shutdown_signal() {
@@ -101,9 +137,44 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.advertise_address = args.advertise_address;
     let running = kubesvc_apiserver::start(config, store).await?;
     eprintln!("kubesvc API server listening on https://{}; kubeconfig: {}", running.addr, running.kubeconfig.display());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let controllers = if args.controllers {
+        let client = client_from(Some(running.kubeconfig.clone())).await?;
+        let opts = args.controller_flags.options();
+        Some(tokio::spawn(kubesvc_controllers::run(client, opts, stopped)))
+    } else {
+        None
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let _ = stop.send(true);
+    if let Some(c) = controllers {
+        let _ = c.await;
+    }
     running.shutdown().await;
+    Ok(())
+}
+
+/// A client for a kubeconfig file, or for the environment's default one.
+async fn client_from(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
+    let client = client_from(args.kubeconfig).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(kubesvc_controllers::run(client, args.flags.options(), stopped));
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    task.await??;
     Ok(())
 }
 
@@ -120,6 +191,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.command {
             Command::Server(args) => server(args).await,
+            Command::Controllers(args) => controllers(args).await,
         }
     })
 }

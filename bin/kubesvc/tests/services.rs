@@ -329,8 +329,8 @@ fn builtin_services_and_their_endpoints() {
     let cols: Vec<&str> = dns.split_whitespace().collect();
     assert_eq!(cols[..5], ["kube-dns", "ClusterIP", "10.96.0.10", "<none>", "53/UDP,53/TCP,9153/TCP"]);
 
-    // Deleted, the kubernetes Service comes back on the same address; edited endpoints are restored.
-    c.kubectl(&["delete", "service", "kubernetes"]).ok();
+    // Edited endpoints are restored; a deleted kubernetes Service (whose Endpoints the
+    // endpoints controller then deletes, as in Kubernetes) comes back on the same address.
     c.kubectl(&[
         "patch",
         "endpoints",
@@ -340,6 +340,7 @@ fn builtin_services_and_their_endpoints() {
         r#"{"subsets":[{"addresses":[{"ip":"10.1.1.1"}],"ports":[{"name":"https","port":1}]}]}"#,
     ])
     .ok();
+    c.kubectl(&["delete", "service", "kubernetes"]).ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let svc = c.kubectl(&["get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);

@@ -1,0 +1,110 @@
+//! Controllers that keep a Service's set of pods true, as
+//! kube-controller-manager's do: endpoint slices, legacy endpoints and their
+//! mirroring, replica sets, deployments, a scheduler, garbage collection and
+//! node health. They talk to the API only through kube clients (watches into
+//! shared informers, writes through the API), so they run the same inside
+//! `kubesvc server` and against any Kubernetes cluster.
+
+pub mod endpoints;
+pub mod endpointslice;
+pub mod events;
+pub mod informer;
+pub mod podindex;
+pub mod podutil;
+pub mod queue;
+pub mod selector;
+pub mod slices;
+pub mod trigger;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Settings, with kube-controller-manager's defaults.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--max-endpoints-per-slice`.
+    pub max_endpoints_per_slice: usize,
+    /// Workers per controller (`--concurrent-*-syncs`).
+    pub workers: usize,
+    /// How long a node may go without a heartbeat before it is NotReady.
+    pub node_monitor_grace_period: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { max_endpoints_per_slice: 100, workers: 5, node_monitor_grace_period: Duration::from_secs(40) }
+    }
+}
+
+/// The informers every controller shares.
+pub struct Informers {
+    pub services: Arc<informer::Informer<Service>>,
+    pub pods: Arc<informer::Informer<Pod>>,
+    pub nodes: Arc<informer::Informer<Node>>,
+    pub slices: Arc<informer::Informer<EndpointSlice>>,
+    pub endpoints: Arc<informer::Informer<Endpoints>>,
+}
+
+impl Informers {
+    pub fn new(client: &Client) -> Self {
+        Informers {
+            services: informer::Informer::new(Api::all(client.clone())),
+            pods: informer::Informer::new(Api::all(client.clone())),
+            nodes: informer::Informer::new(Api::all(client.clone())),
+            slices: informer::Informer::new(Api::all(client.clone())),
+            endpoints: informer::Informer::new(Api::all(client.clone())),
+        }
+    }
+
+    fn start(&self, stop: &watch::Receiver<bool>) {
+        self.services.start(stop.clone());
+        self.pods.start(stop.clone());
+        self.nodes.start(stop.clone());
+        self.slices.start(stop.clone());
+        self.endpoints.start(stop.clone());
+    }
+
+    /// Waits until every informer has its first list.
+    pub async fn synced(&self) {
+        self.services.synced().await;
+        self.pods.synced().await;
+        self.nodes.synced().await;
+        self.slices.synced().await;
+        self.endpoints.synced().await;
+    }
+}
+
+/// Runs every controller until `stop` turns true.
+pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) -> Result<(), Error> {
+    let informers = Arc::new(Informers::new(&client));
+    let index = podindex::PodIndex::attach(&informers);
+    let slices = endpointslice::Controller::new(client.clone(), informers.clone(), index.clone(), &opts);
+    let endpoints = endpoints::Controller::new(client.clone(), informers.clone(), index.clone());
+    let mirroring = endpoints::Mirroring::new(client.clone(), informers.clone(), &opts);
+    informers.start(&stop);
+    let mut stopping = stop.clone();
+    tokio::select! {
+        _ = informers.synced() => {}
+        _ = stopping.wait_for(|s| *s) => return Ok(()),
+    }
+    tracing::info!("controllers' caches are synced; starting");
+    slices.spawn(opts.workers, stop.clone());
+    endpoints.spawn(opts.workers, stop.clone());
+    mirroring.spawn(opts.workers, stop.clone());
+    let mut stop = stop;
+    let _ = stop.wait_for(|s| *s).await;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! What the two EndpointSlice writers (the EndpointSlice controller and the
+//! mirroring controller) share: an index of slices by manager and Service,
+//! a tracker of their own writes, and the writing itself.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+use parking_lot::Mutex;
+
+use crate::informer::Informer;
+use crate::podindex::ServiceKey;
+
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+
+/// The Service a slice of `manager` belongs to.
+pub fn owner_key(s: &EndpointSlice, manager: &str) -> Option<ServiceKey> {
+    let labels = s.labels();
+    (labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(manager))
+        .then(|| labels.get(LABEL_SERVICE_NAME).map(|svc| (s.namespace().unwrap_or_default(), svc.clone())))
+        .flatten()
+}
+
+/// One manager's slices, by Service, and its writes not yet seen in the cache.
+pub struct Slices {
+    manager: &'static str,
+    store: Store<EndpointSlice>,
+    by_service: Mutex<HashMap<ServiceKey, BTreeSet<String>>>,
+    /// Slice (namespace, name) → the generation written (0: deleted).
+    written: Mutex<HashMap<(String, String), i64>>,
+}
+
+impl Slices {
+    /// Follows `informer`; `resync` is told which Service to sync when a slice
+    /// changed other than by our own hand.
+    pub fn attach(
+        informer: &Informer<EndpointSlice>,
+        manager: &'static str,
+        resync: impl Fn(ServiceKey) + Send + Sync + 'static,
+    ) -> Arc<Slices> {
+        let me = Arc::new(Slices {
+            manager,
+            store: informer.store().clone(),
+            by_service: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&me);
+        informer.on_change(move |old, new| {
+            if let Some(me) = weak.upgrade() {
+                for k in me.changed(old, new) {
+                    resync(k);
+                }
+            }
+        });
+        me
+    }
+
+    /// Indexes a change; returns the Services to sync.
+    fn changed(&self, old: Option<&EndpointSlice>, new: Option<&EndpointSlice>) -> Vec<ServiceKey> {
+        let (old_key, new_key) =
+            (old.and_then(|s| owner_key(s, self.manager)), new.and_then(|s| owner_key(s, self.manager)));
+        {
+            let mut idx = self.by_service.lock();
+            if let (Some(k), Some(o)) = (&old_key, old)
+                && let Some(set) = idx.get_mut(k)
+            {
+                set.remove(&o.name_any());
+                if set.is_empty() {
+                    idx.remove(k);
+                }
+            }
+            if let (Some(k), Some(n)) = (&new_key, new) {
+                idx.entry(k.clone()).or_default().insert(n.name_any());
+            }
+        }
+        let obj = new.or(old).expect("a change has an object");
+        let id = (obj.namespace().unwrap_or_default(), obj.name_any());
+        let mut written = self.written.lock();
+        let own = match (written.get(&id).copied(), new) {
+            (Some(g), Some(n)) if g > 0 && n.metadata.generation.unwrap_or(0) >= g => {
+                written.remove(&id);
+                old_key == new_key
+            }
+            (Some(g), None) => {
+                written.remove(&id);
+                g == 0
+            }
+            _ => false,
+        };
+        if own {
+            return Vec::new();
+        }
+        let mut keys: Vec<ServiceKey> = old_key.into_iter().collect();
+        if let Some(k) = new_key
+            && !keys.contains(&k)
+        {
+            keys.push(k);
+        }
+        keys
+    }
+
+    /// The Service's slices in the cache, without those being deleted.
+    pub fn of(&self, key: &ServiceKey) -> Vec<Arc<EndpointSlice>> {
+        let names: Vec<String> =
+            self.by_service.lock().get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        names
+            .iter()
+            .filter_map(|n| self.store.get(&ObjectRef::new(n).within(&key.0)))
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .collect()
+    }
+
+    /// Whether the cache has not yet caught up with what we wrote for this Service.
+    pub fn stale(&self, key: &ServiceKey) -> bool {
+        let written = self.written.lock();
+        written.iter().filter(|((ns, _), _)| *ns == key.0).any(|((ns, name), g)| {
+            let cached = self.store.get(&ObjectRef::new(name).within(ns));
+            let mine = |s: &EndpointSlice| owner_key(s, self.manager).as_ref() == Some(key);
+            match (g, cached) {
+                (0, Some(s)) => mine(&s),
+                (0, None) => false,
+                (g, Some(s)) => mine(&s) && s.metadata.generation.unwrap_or(0) < *g,
+                (_, None) => true,
+            }
+        })
+    }
+
+    /// Creates, then updates, then deletes, remembering each write.
+    pub async fn write(
+        &self,
+        client: &Client,
+        ns: &str,
+        create: Vec<EndpointSlice>,
+        update: Vec<EndpointSlice>,
+        delete: Vec<String>,
+    ) -> Result<(), kube::Error> {
+        let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+        for s in create {
+            let made = api.create(&PostParams::default(), &s).await?;
+            self.wrote(ns, &made.name_any(), made.metadata.generation.unwrap_or(1));
+        }
+        for s in update {
+            let name = s.name_any();
+            let made = api.replace(&name, &PostParams::default(), &s).await?;
+            self.wrote(ns, &name, made.metadata.generation.unwrap_or(1));
+        }
+        for name in delete {
+            self.wrote(ns, &name, 0);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    self.written.lock().remove(&(ns.to_string(), name));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn wrote(&self, ns: &str, name: &str, generation: i64) {
+        self.written.lock().insert((ns.to_string(), name.to_string()), generation);
+    }
+}
