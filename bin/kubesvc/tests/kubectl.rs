@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{SEED_003, cluster, row, rows};
+use common::{SEED_003, cluster, eventually, row, rows};
 use serde_json::Value;
 
 #[test]
@@ -51,9 +51,13 @@ fn generators_create_what_kubectl_asks() {
         assert_eq!(row(&ns, n)[1], "Active");
     }
 
-    let deploy = rows(&c.kubectl(&["get", "deployments", "-n", "shop"]).ok());
+    // The deployment controller makes 4 pods; no node runs them, so none is ready.
+    let deploy = eventually("4 up-to-date replicas", || {
+        let deploy = rows(&c.kubectl(&["get", "deployments", "-n", "shop"]).ok());
+        (row(&deploy, "web")[2] == "4").then_some(deploy)
+    });
     assert_eq!(deploy[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
-    assert_eq!(row(&deploy, "web")[1..4], ["0/4", "0", "0"]);
+    assert_eq!(row(&deploy, "web")[1..4], ["0/4", "4", "0"]);
     assert_eq!(row(&deploy, "zero")[1], "0/0", "replicas: 0 survives protobuf decoding");
     let wide = rows(&c.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "wide"]).ok());
     assert_eq!(wide[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
@@ -420,7 +424,8 @@ fn namespace_deletion_deletes_its_contents() {
 /// The Table columns of the other kinds, as kubectl shows them.
 #[test]
 fn tables_of_every_kind() {
-    let c = cluster();
+    // Hand-made objects only: no controller may add to them.
+    let c = kubesvc_testsupport::Cluster::start_with(env!("CARGO_BIN_EXE_kubesvc"), &["--controllers=false"]).unwrap();
     let objects = r#"
 apiVersion: v1
 kind: Node

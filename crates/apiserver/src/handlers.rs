@@ -260,6 +260,11 @@ fn delete_options(headers: &http::HeaderMap, bytes: &[u8], q: &Query) -> Result<
             .and_then(Value::as_str)
             .map(str::to_owned),
         dry_run,
+        orphan_dependents: body
+            .get("orphanDependents")
+            .and_then(Value::as_bool)
+            .or(q.get("orphanDependents").map(|v| v == "true")),
+        propagation: policy,
     })
 }
 

@@ -91,6 +91,38 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// `propagationPolicy`: Orphan, Background or Foreground.
+    pub propagation: Option<String>,
+    /// The legacy `orphanDependents`.
+    pub orphan_dependents: Option<bool>,
+}
+
+pub const FINALIZER_ORPHAN: &str = "orphan";
+pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+
+/// The finalizers a delete leaves for the garbage collector, Kubernetes'
+/// rules: orphan when asked (or already orphaning), foreground when asked (or
+/// already in foreground), else neither (background).
+pub fn gc_finalizers(existing: &[String], opts: &DeleteOptions) -> Vec<String> {
+    let has = |f: &str| existing.iter().any(|x| x == f);
+    let orphan = match (opts.orphan_dependents, opts.propagation.as_deref()) {
+        (Some(o), _) => o,
+        (None, Some(p)) => p == "Orphan",
+        (None, None) => has(FINALIZER_ORPHAN),
+    };
+    let foreground = opts.orphan_dependents.is_none()
+        && match opts.propagation.as_deref() {
+            Some(p) => p == "Foreground",
+            None => has(FINALIZER_FOREGROUND) && !orphan,
+        };
+    let mut out: Vec<String> =
+        existing.iter().filter(|f| *f != FINALIZER_ORPHAN && *f != FINALIZER_FOREGROUND).cloned().collect();
+    if orphan {
+        out.push(FINALIZER_ORPHAN.into());
+    } else if foreground {
+        out.push(FINALIZER_FOREGROUND.into());
+    }
+    out
 }
 
 /// The result of a write.
@@ -107,6 +139,13 @@ pub enum Deleted {
     Pending(Value),
     /// The object is gone: its last state.
     Gone(Value),
+}
+
+/// What marking an object as being deleted writes.
+struct Marks {
+    at: String,
+    grace: i64,
+    finalizers: Option<Vec<String>>,
 }
 
 /// Whether an update still goes through admission and the kind's rules.
@@ -684,6 +723,9 @@ impl Registry {
             let current_grace = meta::meta(&old).get("deletionGracePeriodSeconds").and_then(Value::as_i64);
             // Graceful deletion (pods): Some(grace), and Some(0) for "now".
             let grace = r.rules.grace_period(&old, opts.grace_period);
+            let finalizers = meta::finalizers(&old);
+            let gc = gc_finalizers(&finalizers, opts);
+            let new_finalizers = (gc != finalizers).then(|| gc.clone());
             let marked = match grace {
                 // Mark, and wait for the node to finish.
                 Some(g) if g > 0 => {
@@ -691,12 +733,14 @@ impl Registry {
                         return Ok(Deleted::Pending(old));
                     }
                     let deadline = deadline_after(g)?;
-                    self.mark_deleting(r, ns, name, &old, kv.mod_revision, deadline, g, write).await?
+                    let marks = Marks { at: deadline, grace: g, finalizers: new_finalizers };
+                    self.mark_deleting(r, ns, name, &old, kv.mod_revision, marks, write).await?
                 }
-                // Finalizers: mark as being deleted; their owners finish it. A shorter
-                // grace (to 0) is recorded, so that the last finalizer's removal deletes it.
-                _ if !meta::finalizers(&old).is_empty() => {
-                    if deleting && current_grace == Some(0) {
+                // Finalizers (the garbage collector's among them): mark as being deleted;
+                // their owners finish it. A shorter grace (to 0) is recorded, so that the
+                // last finalizer's removal deletes it.
+                _ if !gc.is_empty() => {
+                    if deleting && current_grace == Some(0) && new_finalizers.is_none() {
                         return Ok(Deleted::Pending(old));
                     }
                     let at = if deleting {
@@ -704,7 +748,8 @@ impl Registry {
                     } else {
                         kubesvc_api::time::now_string()
                     };
-                    self.mark_deleting(r, ns, name, &old, kv.mod_revision, at, 0, write).await?
+                    let marks = Marks { at, grace: 0, finalizers: new_finalizers };
+                    self.mark_deleting(r, ns, name, &old, kv.mod_revision, marks, write).await?
                 }
                 _ => None,
             };
@@ -727,7 +772,8 @@ impl Registry {
         Err(StatusError::conflict(r.gr(), name, "the object has been modified too often to delete; please try again"))
     }
 
-    /// Sets deletionTimestamp and deletionGracePeriodSeconds, bumping a tracked generation.
+    /// Sets deletionTimestamp, deletionGracePeriodSeconds (and the finalizers a
+    /// propagation policy asks for), bumping a tracked generation.
     #[allow(clippy::too_many_arguments)]
     async fn mark_deleting(
         &self,
@@ -736,14 +782,16 @@ impl Registry {
         name: &str,
         old: &Value,
         rev: i64,
-        at: String,
-        grace: i64,
+        marks: Marks,
         opts: WriteOptions,
     ) -> Result<Option<Write>, StatusError> {
         let mut new = old.clone();
-        meta::set(&mut new, "deletionTimestamp", at);
-        meta::set(&mut new, "deletionGracePeriodSeconds", grace);
-        if meta::generation(old) > 0 {
+        meta::set(&mut new, "deletionTimestamp", marks.at);
+        meta::set(&mut new, "deletionGracePeriodSeconds", marks.grace);
+        if let Some(f) = marks.finalizers {
+            meta::set_finalizers(&mut new, f);
+        }
+        if meta::generation(old) > 0 && meta::deletion_timestamp(old).is_none() {
             meta::set(&mut new, "generation", meta::generation(old) + 1);
         }
         Ok(Some(self.write_update(r, ns, name, new, old, rev, opts, Prepared::Server).await?))

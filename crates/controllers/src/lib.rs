@@ -5,13 +5,21 @@
 //! shared informers, writes through the API), so they run the same inside
 //! `kubesvc server` and against any Kubernetes cluster.
 
+pub mod claim;
+pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
+pub mod expectations;
+pub mod gc;
 pub mod informer;
+pub mod nodelifecycle;
+pub mod ownerindex;
 pub mod podindex;
 pub mod podutil;
 pub mod queue;
+pub mod replicaset;
+pub mod scheduler;
 pub mod selector;
 pub mod slices;
 pub mod trigger;
@@ -19,6 +27,8 @@ pub mod trigger;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
@@ -56,6 +66,9 @@ pub struct Informers {
     pub nodes: Arc<informer::Informer<Node>>,
     pub slices: Arc<informer::Informer<EndpointSlice>>,
     pub endpoints: Arc<informer::Informer<Endpoints>>,
+    pub replicasets: Arc<informer::Informer<ReplicaSet>>,
+    pub deployments: Arc<informer::Informer<Deployment>>,
+    pub leases: Arc<informer::Informer<Lease>>,
 }
 
 impl Informers {
@@ -66,6 +79,9 @@ impl Informers {
             nodes: informer::Informer::new(Api::all(client.clone())),
             slices: informer::Informer::new(Api::all(client.clone())),
             endpoints: informer::Informer::new(Api::all(client.clone())),
+            replicasets: informer::Informer::new(Api::all(client.clone())),
+            deployments: informer::Informer::new(Api::all(client.clone())),
+            leases: informer::Informer::new(Api::namespaced(client.clone(), "kube-node-lease")),
         }
     }
 
@@ -75,6 +91,9 @@ impl Informers {
         self.nodes.start(stop.clone());
         self.slices.start(stop.clone());
         self.endpoints.start(stop.clone());
+        self.replicasets.start(stop.clone());
+        self.deployments.start(stop.clone());
+        self.leases.start(stop.clone());
     }
 
     /// Waits until every informer has its first list.
@@ -84,6 +103,9 @@ impl Informers {
         self.nodes.synced().await;
         self.slices.synced().await;
         self.endpoints.synced().await;
+        self.replicasets.synced().await;
+        self.deployments.synced().await;
+        self.leases.synced().await;
     }
 }
 
@@ -94,6 +116,29 @@ pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) -> 
     let slices = endpointslice::Controller::new(client.clone(), informers.clone(), index.clone(), &opts);
     let endpoints = endpoints::Controller::new(client.clone(), informers.clone(), index.clone());
     let mirroring = endpoints::Mirroring::new(client.clone(), informers.clone(), &opts);
+    let set_index = ownerindex::OwnerIndex::attach(&informers.replicasets);
+    let sets =
+        replicaset::Controller::new(client.clone(), informers.replicasets.clone(), &informers.pods, set_index.clone());
+    let deployments = deployment::Controller::new(
+        client.clone(),
+        informers.deployments.clone(),
+        &informers.replicasets,
+        set_index,
+        &informers.pods,
+        sets.pod_index(),
+    );
+    let collector = gc::Collector::new(client.clone());
+    collector.observe(&informers.pods);
+    collector.observe(&informers.services);
+    collector.observe(&informers.endpoints);
+    collector.observe(&informers.slices);
+    collector.observe(&informers.replicasets);
+    collector.observe(&informers.deployments);
+    collector.observe(&informers.nodes);
+    collector.observe(&informers.leases);
+    let scheduler = scheduler::Scheduler::new(client.clone(), informers.pods.clone(), &informers.nodes);
+    let nodes =
+        nodelifecycle::Controller::new(client.clone(), &informers.nodes, &informers.leases, &informers.pods, &opts);
     informers.start(&stop);
     let mut stopping = stop.clone();
     tokio::select! {
@@ -104,6 +149,11 @@ pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) -> 
     slices.spawn(opts.workers, stop.clone());
     endpoints.spawn(opts.workers, stop.clone());
     mirroring.spawn(opts.workers, stop.clone());
+    sets.spawn(opts.workers, stop.clone());
+    deployments.spawn(opts.workers, stop.clone());
+    collector.spawn(opts.workers, stop.clone());
+    scheduler.spawn(stop.clone());
+    nodes.spawn(stop.clone());
     let mut stop = stop;
     let _ = stop.wait_for(|s| *s).await;
     Ok(())

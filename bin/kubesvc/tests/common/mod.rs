@@ -24,3 +24,17 @@ pub fn row<'a>(table: &'a [Vec<String>], name: &str) -> &'a Vec<String> {
 }
 
 pub const SEED_003: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/seed-003");
+
+/// Polls `check` until it gives `Some`, for what controllers do asynchronously.
+/// The bound is for liveness (a stuck controller fails the test), not speed.
+#[track_caller]
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -140,10 +140,17 @@ def test_deployments_scale_and_status(ns):
     assert scale.status.selector == "app=web"
     now = apps.read_namespaced_deployment("web", ns)
     assert now.spec.replicas == 5 and now.metadata.generation == 2
-    # The status subresource changes status and nothing else.
-    now.status = client.V1DeploymentStatus(replicas=5, ready_replicas=1, observed_generation=2)
-    now.spec.replicas = 1
-    after = apps.replace_namespaced_deployment_status("web", ns, now)
+    # The status subresource changes status and nothing else. The deployment
+    # controller writes status too: read, change, write, again on a conflict.
+    for _ in range(20):
+        now = apps.read_namespaced_deployment("web", ns)
+        now.status = client.V1DeploymentStatus(replicas=5, ready_replicas=1, observed_generation=2)
+        now.spec.replicas = 1
+        try:
+            after = apps.replace_namespaced_deployment_status("web", ns, now)
+            break
+        except ApiException as e:
+            assert e.status == 409, e
     assert after.status.ready_replicas == 1
     assert after.spec.replicas == 5
 

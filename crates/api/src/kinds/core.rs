@@ -88,6 +88,17 @@ impl Rules for NodeRules {
         }
     }
 
+    /// The TaintNodesByCondition admission plugin: a new node is not ready
+    /// until its node controller has seen it Ready.
+    fn prepare_for_create(&self, obj: &mut Value) {
+        let taints = meta::object_at(obj, &["spec"]).entry("taints").or_insert_with(|| json!([]));
+        if let Some(list) = taints.as_array_mut()
+            && !list.iter().any(|t| t["key"] == "node.kubernetes.io/not-ready" && t["effect"] == "NoSchedule")
+        {
+            list.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
+        }
+    }
+
     fn prepare_for_update(&self, new: &mut Value, old: &Value) {
         keep_status(new, old);
     }

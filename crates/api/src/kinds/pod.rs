@@ -296,6 +296,23 @@ fn validate_containers(
     }
 }
 
+/// The DefaultTolerationSeconds admission plugin: a pod stays 300 s on a node
+/// that turned not-ready or unreachable, unless it says otherwise.
+fn default_toleration_seconds(obj: &mut Value) {
+    let tolerations = meta::object_at(obj, &["spec"]).entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else { return };
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let tolerated = list.iter().any(|t| {
+            let key_ok = t.get("key").and_then(Value::as_str).is_none_or(|k| k.is_empty() || k == key);
+            let effect_ok = t.get("effect").and_then(Value::as_str).is_none_or(|e| e.is_empty() || e == "NoExecute");
+            key_ok && effect_ok
+        });
+        if !tolerated {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
 /// Validation of a pod spec at `path` (`spec` or `spec.template.spec`).
 pub fn validate_pod_spec(spec: &Value, path: &str) -> ErrorList {
     let mut errs = ErrorList::new();
@@ -400,6 +417,7 @@ impl Rules for PodRules {
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
+        default_toleration_seconds(obj);
         let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
         let mut status = Map::new();
         status.insert("phase".into(), json!("Pending"));
