@@ -12,6 +12,8 @@
 //! It needs root (for network namespaces), `ip` and, for kubectl tests,
 //! `kubectl` on PATH; without them it fails loudly rather than skipping.
 
+pub mod kubelet;
+
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
