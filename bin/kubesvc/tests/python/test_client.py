@@ -169,3 +169,98 @@ def test_pods(ns):
     assert [p.metadata.name for p in pods.items] == ["p"]
     core.delete_namespaced_pod("p", ns)
     assert core.list_namespaced_pod(ns).items == []
+
+
+def eventually(what, check, timeout=60):
+    """Polls check() until it returns something truthy (controllers act asynchronously)."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.time() < deadline, "gave up waiting for " + what
+        time.sleep(0.05)
+
+
+def act_as_kubelet(core, ns, pods, ready):
+    """Writes the status a kubelet writes for started pods."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    status = "True" if ready else "False"
+    for i, p in enumerate(pods):
+        ip = "10.250.0.%d" % (i + 2)
+        if p.status.pod_ip:
+            ip = p.status.pod_ip
+        body = {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                           "conditions": [{"type": "Ready", "status": status, "lastTransitionTime": now},
+                                          {"type": "ContainersReady", "status": status, "lastTransitionTime": now}]}}
+        core.patch_namespaced_pod_status(p.metadata.name, ns, body)
+
+
+def test_controllers_turn_a_deployment_into_endpoints(ns):
+    core, apps, discovery = client.CoreV1Api(), client.AppsV1Api(), client.DiscoveryV1Api()
+    node = "py-node-" + ns
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=node),
+                                   status=client.V1NodeStatus(capacity={"cpu": "4", "memory": "8Gi", "pods": "110"})))
+    core.patch_node_status(node, {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}})
+    try:
+        apps.create_namespaced_deployment(ns, client.V1Deployment(
+            metadata=client.V1ObjectMeta(name="api"),
+            spec=client.V1DeploymentSpec(
+                replicas=2,
+                selector=client.V1LabelSelector(match_labels={"app": "api"}),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels={"app": "api"}),
+                    spec=client.V1PodSpec(containers=[client.V1Container(
+                        name="c", image="nginx", ports=[client.V1ContainerPort(name="http", container_port=8080)])])))))
+        core.create_namespaced_service(ns, client.V1Service(
+            metadata=client.V1ObjectMeta(name="api"),
+            spec=client.V1ServiceSpec(selector={"app": "api"},
+                                      ports=[client.V1ServicePort(name="web", port=80, target_port="http")])))
+        # The scheduler binds both pods to the node; we start them as its kubelet would.
+        def bound():
+            pods = [p for p in core.list_namespaced_pod(ns, label_selector="app=api").items if p.spec.node_name == node]
+            return pods if len(pods) == 2 else None
+
+        pods = eventually("2 bound pods", bound)
+        act_as_kubelet(core, ns, pods, ready=True)
+
+        def slice_endpoints():
+            slices = discovery.list_namespaced_endpoint_slice(ns, label_selector="kubernetes.io/service-name=api").items
+            return [e for s in slices for e in (s.endpoints or [])], slices
+
+        def all_ready():
+            eps, slices = slice_endpoints()
+            return (eps, slices) if len(eps) == 2 and all(e.conditions.ready for e in eps) else None
+
+        eps, slices = eventually("2 ready endpoints", all_ready)
+        assert slices[0].ports[0].port == 8080, "the named targetPort resolved from the pod"
+        assert slices[0].metadata.labels["endpointslice.kubernetes.io/managed-by"] == "endpointslice-controller.k8s.io"
+        assert {e.node_name for e in eps} == {node}
+        def available():
+            d = apps.read_namespaced_deployment("api", ns)
+            return d if d.status.available_replicas == 2 else None
+
+        dep = eventually("2 available", available)
+        assert any(c.type == "Available" and c.status == "True" for c in dep.status.conditions)
+
+        # One pod turns unready: its endpoint is no longer ready.
+        act_as_kubelet(core, ns, pods[:1], ready=False)
+        eventually("1 ready endpoint", lambda: sum(1 for e in slice_endpoints()[0] if e.conditions.ready) == 1)
+
+        # Deleting the deployment takes its pods (we finish their graceful deletion, as the kubelet).
+        apps.delete_namespaced_deployment("api", ns, propagation_policy="Background")
+
+        def pods_left():
+            left = core.list_namespaced_pod(ns, label_selector="app=api").items
+            for p in left:
+                if p.metadata.deletion_timestamp:
+                    core.delete_namespaced_pod(p.metadata.name, ns, grace_period_seconds=0)
+            return not left
+        eventually("no pods", pods_left)
+        assert apps.list_namespaced_replica_set(ns).items == []
+    finally:
+        core.delete_node(node)
