@@ -7,8 +7,14 @@
 //! store: N concurrent creates, full lists in three formats, W watchers
 //! receiving U updates, and the server's memory.
 //!
+//! `kubesvc-bench controllers [--services S1,S2] [--flips N] [--burst N]`
+//! measures the endpoint controllers at two scales side by side (see
+//! `controllers.rs`).
+//!
 //! Build everything first (`cargo build --release --workspace`): the benchmark
 //! runs the `kubesvc` binary next to its own.
+
+mod controllers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,13 +36,9 @@ struct Args {
     updates: usize,
 }
 
-fn parse_args() -> Result<Args> {
+fn parse_args(argv: &[String]) -> Result<Args> {
     let mut a = Args { services: 10_000, clients: 64, watchers: 100, updates: 1_000 };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) != Some("apiserver") {
-        bail!("usage: kubesvc-bench apiserver [--services N] [--clients C] [--watchers W] [--updates U]");
-    }
-    let mut it = argv[1..].iter();
+    let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let v: usize = it.next().context("flag without value")?.parse()?;
         match flag.as_str() {
@@ -329,15 +331,27 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
     Ok(r)
 }
 
+const USAGE: &str = "usage: kubesvc-bench apiserver [--services N] [--clients C] [--watchers W] [--updates U]
+       kubesvc-bench controllers [--services S1,S2] [--flips N] [--burst N]";
+
 fn main() -> Result<()> {
-    let a = parse_args()?;
+    let argv: Vec<String> = std::env::args().skip(1).collect();
     let bin = kubesvc_binary()?;
+    match argv.first().map(String::as_str) {
+        Some("apiserver") => apiserver(&bin, &parse_args(&argv[1..])?),
+        Some("controllers") => controllers::main(&bin, &argv[1..]),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn apiserver(bin: &std::path::Path, a: &Args) -> Result<()> {
     let mut rows = Vec::new();
     for storage in ["redb", "memory"] {
         eprintln!("running the API server scenario on {storage} storage...");
-        let mut c = Cluster::start_with(&bin, &["--storage", storage, "--watch-cache-size", "20000"])?;
+        // The API server alone: this scenario measures it, not the controllers.
+        let mut c = Cluster::start_with(bin, &["--storage", storage, "--watch-cache-size", "20000", "--controllers=false"])?;
         let boot = c.boot_time();
-        let mut r = c.rt.block_on(run_scenario(&c, &a))?;
+        let mut r = c.rt.block_on(run_scenario(&c, a))?;
         r.boot_ms = boot.as_secs_f64() * 1000.0;
         // A restart loads every object back into the cache (for redb, from disk).
         c.restart()?;

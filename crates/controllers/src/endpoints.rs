@@ -443,7 +443,7 @@ impl Mirroring {
         };
         let Some(ep) = ep.filter(|_| mirror) else {
             let delete: Vec<String> = existing.iter().map(|s| s.name_any()).collect();
-            self.slices.write(&self.client, ns, Vec::new(), Vec::new(), delete).await?;
+            self.slices.write(&self.client, key, Vec::new(), Vec::new(), delete).await?;
             return Ok(());
         };
         let (desired, invalid, skipped) = self.desired(&ep);
@@ -460,7 +460,7 @@ impl Mirroring {
         }
         let (create, update, delete) = plan_mirror(&ep, desired, &existing);
         let creating = ep.metadata.deletion_timestamp.is_none();
-        self.slices.write(&self.client, ns, if creating { create } else { Vec::new() }, update, delete).await?;
+        self.slices.write(&self.client, key, if creating { create } else { Vec::new() }, update, delete).await?;
         Ok(())
     }
 

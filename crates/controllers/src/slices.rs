@@ -30,8 +30,9 @@ pub struct Slices {
     manager: &'static str,
     store: Store<EndpointSlice>,
     by_service: Mutex<HashMap<ServiceKey, BTreeSet<String>>>,
-    /// Slice (namespace, name) → the generation written (0: deleted).
-    written: Mutex<HashMap<(String, String), i64>>,
+    /// Slice (namespace, name) → the Service it was written for, and the
+    /// generation written (0: deleted).
+    written: Mutex<HashMap<(String, String), (ServiceKey, i64)>>,
 }
 
 impl Slices {
@@ -80,7 +81,7 @@ impl Slices {
         let obj = new.or(old).expect("a change has an object");
         let id = (obj.namespace().unwrap_or_default(), obj.name_any());
         let mut written = self.written.lock();
-        let own = match (written.get(&id).copied(), new) {
+        let own = match (written.get(&id).map(|(_, g)| *g), new) {
             (Some(g), Some(n)) if g > 0 && n.metadata.generation.unwrap_or(0) >= g => {
                 written.remove(&id);
                 old_key == new_key
@@ -117,7 +118,7 @@ impl Slices {
     /// Whether the cache has not yet caught up with what we wrote for this Service.
     pub fn stale(&self, key: &ServiceKey) -> bool {
         let written = self.written.lock();
-        written.iter().filter(|((ns, _), _)| *ns == key.0).any(|((ns, name), g)| {
+        written.iter().filter(|(_, (k, _))| k == key).any(|((ns, name), (_, g))| {
             let cached = self.store.get(&ObjectRef::new(name).within(ns));
             let mine = |s: &EndpointSlice| owner_key(s, self.manager).as_ref() == Some(key);
             match (g, cached) {
@@ -133,23 +134,24 @@ impl Slices {
     pub async fn write(
         &self,
         client: &Client,
-        ns: &str,
+        key: &ServiceKey,
         create: Vec<EndpointSlice>,
         update: Vec<EndpointSlice>,
         delete: Vec<String>,
     ) -> Result<(), kube::Error> {
+        let ns = key.0.as_str();
         let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
         for s in create {
             let made = api.create(&PostParams::default(), &s).await?;
-            self.wrote(ns, &made.name_any(), made.metadata.generation.unwrap_or(1));
+            self.wrote(key, &made.name_any(), made.metadata.generation.unwrap_or(1));
         }
         for s in update {
             let name = s.name_any();
             let made = api.replace(&name, &PostParams::default(), &s).await?;
-            self.wrote(ns, &name, made.metadata.generation.unwrap_or(1));
+            self.wrote(key, &name, made.metadata.generation.unwrap_or(1));
         }
         for name in delete {
-            self.wrote(ns, &name, 0);
+            self.wrote(key, &name, 0);
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {
@@ -161,7 +163,7 @@ impl Slices {
         Ok(())
     }
 
-    fn wrote(&self, ns: &str, name: &str, generation: i64) {
-        self.written.lock().insert((ns.to_string(), name.to_string()), generation);
+    fn wrote(&self, key: &ServiceKey, name: &str, generation: i64) {
+        self.written.lock().insert((key.0.clone(), name.to_string()), (key.clone(), generation));
     }
 }

@@ -98,7 +98,7 @@ impl Controller {
         let nodes = self.informers.nodes.store().clone();
         let node = move |n: &str| nodes.get(&ObjectRef::new(n));
         let plan = reconcile::reconcile(&svc, &pods, &node, &existing, self.max_per_slice, trigger.as_ref());
-        let result = self.slices.write(&self.client, ns, plan.create, plan.update, plan.delete).await;
+        let result = self.slices.write(&self.client, key, plan.create, plan.update, plan.delete).await;
         let err = match (result, plan.errors.is_empty()) {
             (Ok(()), true) => return Ok(()),
             (Ok(()), false) => plan.errors.join("; "),
