@@ -67,13 +67,19 @@ struct Seen {
     ready: HashMap<String, (bool, Instant)>,
 }
 
-fn watch_slices(client: Client, seen: Arc<parking_lot::Mutex<Seen>>, changed: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+fn watch_slices(
+    client: Client,
+    seen: Arc<parking_lot::Mutex<Seen>>,
+    changed: Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let api: Api<EndpointSlice> = Api::namespaced(client, NS);
         let mut stream = std::pin::pin!(kube::runtime::watcher(api, Default::default()));
         while let Some(ev) = stream.next().await {
             let slices = match ev {
-                Ok(kube::runtime::watcher::Event::Apply(s)) | Ok(kube::runtime::watcher::Event::InitApply(s)) => vec![s],
+                Ok(kube::runtime::watcher::Event::Apply(s)) | Ok(kube::runtime::watcher::Event::InitApply(s)) => {
+                    vec![s]
+                }
                 _ => continue,
             };
             let at = Instant::now();
@@ -181,7 +187,8 @@ fn start_controllers(bin: &Path, kubeconfig: &Path, log: &Path) -> Result<Child>
 }
 
 async fn flip(pods: &Api<Pod>, pod: &str, ip: &str, ready: bool) -> Result<Instant> {
-    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(json!({"status": running_status(ip, ready)}))).await?;
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(json!({"status": running_status(ip, ready)})))
+        .await?;
     Ok(Instant::now())
 }
 
@@ -196,7 +203,11 @@ pub fn run(bin: &Path, scale: &Scale) -> Result<Figures> {
     })?;
     let seen = Arc::new(parking_lot::Mutex::new(Seen::default()));
     let changed = Arc::new(Notify::new());
-    let _watch = c.rt.block_on(async { watch_slices(client.clone(), seen.clone(), changed.clone()) });
+    // Spawned on the cluster's runtime (its threads are in the cluster's namespace).
+    let _watch = {
+        let _guard = c.rt.enter();
+        watch_slices(client.clone(), seen.clone(), changed.clone())
+    };
 
     // The first sync: every pod an endpoint.
     let started = Instant::now();
@@ -211,7 +222,11 @@ pub fn run(bin: &Path, scale: &Scale) -> Result<Figures> {
             let _ = child.kill();
             let log = std::fs::read_to_string(c.dir.path().join("controllers.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            bail!("only {} of {total} endpoints after 300 s; controllers said:\n{}", seen.lock().ready.len(), tail.join("\n"));
+            bail!(
+                "only {} of {total} endpoints after 300 s; controllers said:\n{}",
+                seen.lock().ready.len(),
+                tail.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -268,7 +283,6 @@ pub fn run(bin: &Path, scale: &Scale) -> Result<Figures> {
     let cpu_after = cpu_seconds(pid);
     f.rss_peak = peak.max(rss_mib(pid));
     f.cpu_ms_per_flip = (cpu_after - cpu_before) * 1000.0 / (scale.flips + burst.len()) as f64;
-    let mut seq = seq;
     seq.sort_by(f64::total_cmp);
     let mut burst = burst;
     burst.sort_by(f64::total_cmp);

@@ -349,7 +349,8 @@ fn apiserver(bin: &std::path::Path, a: &Args) -> Result<()> {
     for storage in ["redb", "memory"] {
         eprintln!("running the API server scenario on {storage} storage...");
         // The API server alone: this scenario measures it, not the controllers.
-        let mut c = Cluster::start_with(bin, &["--storage", storage, "--watch-cache-size", "20000", "--controllers=false"])?;
+        let mut c =
+            Cluster::start_with(bin, &["--storage", storage, "--watch-cache-size", "20000", "--controllers=false"])?;
         let boot = c.boot_time();
         let mut r = c.rt.block_on(run_scenario(&c, a))?;
         r.boot_ms = boot.as_secs_f64() * 1000.0;

@@ -384,3 +384,42 @@ fn a_pod_that_fits_nowhere_says_why() {
         .ok();
     assert_eq!(scheduled, "Successfully assigned default/picky to node-2");
 }
+
+#[test]
+fn endpoints_written_before_their_service_are_kept_and_mirrored() {
+    let c = cluster();
+    let ep = "apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: db\nsubsets:\n- addresses:\n  - ip: 192.10.0.9\n  ports:\n  - port: 5432\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(ep)).ok();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    c.kubectl(&["get", "endpoints", "db"]).ok();
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\nspec:\n  ports:\n  - port: 5432\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(svc)).ok();
+    eventually("the mirrored slice", || {
+        let s = json_of(&c, &["get", "endpointslices", "-l", "kubernetes.io/service-name=db"]);
+        (s["items"][0]["endpoints"][0]["addresses"][0] == "192.10.0.9").then_some(())
+    });
+}
+
+#[test]
+fn a_rollout_that_cannot_progress_exceeds_its_deadline() {
+    let c = cluster();
+    let kubelets = nodes(&c);
+    for k in &kubelets {
+        // The new pods never become ready.
+        k.ready_on_start(false);
+    }
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: stuck\nspec:\n  replicas: 2\n  progressDeadlineSeconds: 2\n  selector:\n    matchLabels: {app: stuck}\n  template:\n    metadata:\n      labels: {app: stuck}\n    spec:\n      containers:\n      - {name: c, image: nginx}\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(deploy)).ok();
+    let out = c.kubectl(&["rollout", "status", "deployment/stuck", "--timeout=60s"]).err();
+    assert_eq!(out.trim(), "error: deployment \"stuck\" exceeded its progress deadline");
+    let cond = c
+        .kubectl(&[
+            "get",
+            "deployment",
+            "stuck",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].message}",
+        ])
+        .ok();
+    assert!(cond.ends_with("has timed out progressing."), "{cond}");
+}

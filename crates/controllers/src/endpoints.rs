@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::{self as discovery, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -46,10 +47,16 @@ where
         let (q, sync) = (queue.clone(), sync.clone());
         tokio::spawn(async move {
             while let Some(key) = q.next().await {
-                match sync(key.clone()).await {
-                    Ok(()) => q.forget(&key),
-                    Err(e) => {
+                // A panic in one sync is that key's failure, not the worker's end.
+                let result = std::panic::AssertUnwindSafe(sync(key.clone())).catch_unwind().await;
+                match result {
+                    Ok(Ok(())) => q.forget(&key),
+                    Ok(Err(e)) => {
                         tracing::debug!(key = ?key, error = %e, "sync failed; will retry");
+                        q.retry(key.clone());
+                    }
+                    Err(_) => {
+                        tracing::error!(key = ?key, "sync panicked; will retry");
                         q.retry(key.clone());
                     }
                 }
@@ -216,13 +223,21 @@ impl Controller {
         let q = c.queue.clone();
         index.subscribe(move |k| q.add(k.clone()));
         // A deleted Endpoints of a selector Service is made again; on the first
-        // list, every Endpoints is checked once (orphans of deleted Services go).
+        // list (only), every Endpoints is checked once, so orphans of deleted
+        // Services go. Later adds are users' business (a hand-written one may
+        // come before its Service).
         let q = c.queue.clone();
+        let endpoints = Arc::downgrade(&informers.endpoints);
         informers.endpoints.on_change(move |old, new| {
             let key = |e: &Endpoints| (e.namespace().unwrap_or_default(), e.name_any());
             match (old, new) {
                 (Some(o), None) => q.add(key(o)),
-                (None, Some(n)) if !n.annotations().contains_key(ANNOTATION_LEADER) => q.add(key(n)),
+                (None, Some(n))
+                    if endpoints.upgrade().is_some_and(|i| !i.is_synced())
+                        && !n.annotations().contains_key(ANNOTATION_LEADER) =>
+                {
+                    q.add(key(n))
+                }
                 _ => {}
             }
         });

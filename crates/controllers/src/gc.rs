@@ -106,10 +106,14 @@ impl Collector {
                 let owners: Vec<OwnerReference> = m.owner_references.clone().unwrap_or_default();
                 let finalizers = m.finalizers.clone().unwrap_or_default();
                 let deleting = m.deletion_timestamp.is_some();
-                let had = g.get(&uid).cloned();
+                // Taken out and put back below: its dependents move rather than copy.
+                let (prev_owners, mut dependents) = match g.remove(&uid) {
+                    Some(n) => (n.owners, n.dependents),
+                    None => (Vec::new(), HashSet::new()),
+                };
                 // Owner references that went away (or stopped blocking) unblock their owners.
-                if let Some(prev) = &had {
-                    for r in &prev.owners {
+                {
+                    for r in &prev_owners {
                         let still = owners.iter().find(|o| o.uid == r.uid);
                         let unblocked = still.is_none_or(|o| {
                             r.block_owner_deletion == Some(true) && o.block_owner_deletion != Some(true)
@@ -136,21 +140,23 @@ impl Collector {
                 };
                 let orphaning = newly(FINALIZER_ORPHAN);
                 let foreground = !orphaning && newly(FINALIZER_FOREGROUND);
-                let mut dependents = had.as_ref().map(|h| h.dependents.clone()).unwrap_or_default();
                 // Dependents seen before their owner link up now.
                 dependents.extend(pending.remove(&uid).unwrap_or_default());
+                if foreground {
+                    work.extend(dependents.iter().map(|d| Work::Delete(d.clone())));
+                }
                 let node = Node {
                     api_version: api_version.into(),
                     kind: kind.into(),
                     namespace: m.namespace.clone(),
                     name: m.name.clone().unwrap_or_default(),
-                    owners: owners.clone(),
-                    dependents: dependents.clone(),
+                    owners,
+                    dependents,
                     deleting,
                     deleting_dependents: deleting && finalizers.iter().any(|x| x == FINALIZER_FOREGROUND),
                 };
                 g.insert(uid.clone(), node);
-                for r in &owners {
+                for r in m.owner_references.iter().flatten() {
                     match g.get_mut(&r.uid) {
                         Some(owner) => {
                             owner.dependents.insert(uid.clone());
@@ -165,7 +171,6 @@ impl Collector {
                 if orphaning {
                     work.push(Work::Orphan(uid.clone()));
                 } else if foreground {
-                    work.extend(dependents.iter().map(|d| Work::Delete(d.clone())));
                     work.push(Work::Delete(uid.clone()));
                 }
             }
@@ -245,11 +250,13 @@ impl Collector {
         if node.deleting_dependents {
             return self.finish_foreground(uid, &node, &api, &live).await;
         }
-        if node.owners.is_empty() {
+        // The live object's owners, not the graph's: they may have changed since (an orphaning owner).
+        let owners = live.owner_references().to_vec();
+        if owners.is_empty() {
             return Ok(());
         }
         let (mut solid, mut dangling, mut waiting) = (0, Vec::new(), Vec::new());
-        for r in &node.owners {
+        for r in &owners {
             let Some((_, namespaced)) = resource_of(&r.api_version, &r.kind) else {
                 // A kind kubesvc does not serve: treat it as present, never delete for it.
                 solid += 1;
@@ -298,12 +305,20 @@ impl Collector {
         };
         let dp = DeleteParams {
             propagation_policy: Some(policy),
-            preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+            // Exactly the object judged: a change meanwhile (a new owner, say) is judged again.
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: live.resource_version(),
+            }),
             ..Default::default()
         };
         match api.delete(&node.name, &dp).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            // Changed since it was judged: judge it again.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                Err(Error::Other(format!("{} changed; looking again", node.name)))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -129,6 +129,11 @@ where
         });
     }
 
+    /// Whether the first list has been applied (and reported).
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
     /// Waits until the first list is in the store.
     pub async fn synced(&self) {
         let mut rx = self.synced.subscribe();

@@ -55,7 +55,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_endpoints_per_slice: 100, workers: 5, node_monitor_grace_period: Duration::from_secs(40) }
+        Options { max_endpoints_per_slice: 100, workers: 5, node_monitor_grace_period: Duration::from_secs(50) }
     }
 }
 

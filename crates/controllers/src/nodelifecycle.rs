@@ -5,7 +5,7 @@
 //! conditions; pods that do not tolerate a NoExecute taint are evicted after
 //! their toleration (300 s by default).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,9 @@ pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 const LEASE_NAMESPACE: &str = "kube-node-lease";
 const CONDITIONS: &[&str] = &["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 
+/// Pods (namespace, name) by the node they are bound to.
+type PodsByNode = HashMap<String, HashSet<(String, String)>>;
+
 /// The last sign of life seen from a node, by this controller's clock.
 struct Probe {
     heartbeat: Option<Time>,
@@ -49,6 +52,8 @@ pub struct Controller {
     probes: Mutex<HashMap<String, Probe>>,
     /// Pods on a NoExecute-tainted node: when each is due for eviction.
     evictions: Mutex<HashMap<(String, String), Instant>>,
+    /// Pods by the node they are bound to.
+    on_node: Arc<Mutex<PodsByNode>>,
     node_events: Recorder,
     eviction_events: Recorder,
 }
@@ -57,17 +62,18 @@ fn condition<'a>(n: &'a Node, ty: &str) -> Option<&'a NodeCondition> {
     n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == ty)
 }
 
-fn ready_status(n: &Node) -> &str {
-    condition(n, "Ready").map(|c| c.status.as_str()).unwrap_or("Unknown")
+/// The Ready condition's status; `None` for a node that never reported one.
+fn ready_status(n: &Node) -> Option<&str> {
+    condition(n, "Ready").map(|c| c.status.as_str())
 }
 
 /// The NoSchedule taints a node's conditions call for (TaintNodesByCondition).
 fn condition_taints(n: &Node) -> Vec<&'static str> {
     let mut keys = Vec::new();
     match ready_status(n) {
-        "False" => keys.push(TAINT_NOT_READY),
-        "True" => {}
-        _ => keys.push(TAINT_UNREACHABLE),
+        Some("False") => keys.push(TAINT_NOT_READY),
+        Some("True") | None => {}
+        Some(_) => keys.push(TAINT_UNREACHABLE),
     }
     for (ty, key) in [
         ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
@@ -118,9 +124,9 @@ fn desired_taints(n: &Node, all_down: bool) -> Vec<Taint> {
     // NoExecute follows Ready; not when every node is down (nothing to move pods to).
     if !all_down {
         match ready_status(n) {
-            "False" => out.push(keep_or_new(TAINT_NOT_READY, "NoExecute")),
-            "True" => {}
-            _ => out.push(keep_or_new(TAINT_UNREACHABLE, "NoExecute")),
+            Some("False") => out.push(keep_or_new(TAINT_NOT_READY, "NoExecute")),
+            Some("True") | None => {}
+            Some(_) => out.push(keep_or_new(TAINT_UNREACHABLE, "NoExecute")),
         }
     }
     out
@@ -134,7 +140,28 @@ impl Controller {
         pods: &Informer<Pod>,
         opts: &Options,
     ) -> Arc<Self> {
+        let on_node: Arc<Mutex<PodsByNode>> = Arc::default();
+        let index = on_node.clone();
+        pods.on_change(move |old, new| {
+            let place = |p: &Pod| -> Option<(String, (String, String))> {
+                let node = p.spec.as_ref()?.node_name.clone().filter(|n| !n.is_empty())?;
+                Some((node, (p.namespace().unwrap_or_default(), p.name_any())))
+            };
+            let mut idx = index.lock();
+            if let Some((node, key)) = old.and_then(place)
+                && let Some(set) = idx.get_mut(&node)
+            {
+                set.remove(&key);
+                if set.is_empty() {
+                    idx.remove(&node);
+                }
+            }
+            if let Some((node, key)) = new.and_then(place) {
+                idx.entry(node).or_default().insert(key);
+            }
+        });
         Arc::new(Controller {
+            on_node,
             node_events: Recorder::new(client.clone(), "node-controller"),
             eviction_events: Recorder::new(client.clone(), "taint-eviction-controller"),
             client,
@@ -184,17 +211,21 @@ impl Controller {
 
     async fn monitor(&self) -> Result<(), Error> {
         let nodes = self.nodes.state();
-        let names: Vec<String> = nodes.iter().map(|n| n.name_any()).collect();
+        let names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
         self.probes.lock().retain(|n, _| names.contains(n));
         let api: Api<Node> = Api::all(self.client.clone());
         for n in &nodes {
-            if self.overdue(n) && ready_status(n) != "Unknown" {
+            if self.overdue(n) && ready_status(n) != Some("Unknown") {
                 self.mark_unknown(&api, n).await?;
             }
         }
         // Taints, against the freshest state.
         let nodes = self.nodes.state();
-        let all_down = !nodes.is_empty() && nodes.iter().all(|n| ready_status(n) != "True");
+        // Pods of every node that is not ready are not ready (those bound since too).
+        for n in nodes.iter().filter(|n| matches!(ready_status(n), Some("False" | "Unknown"))) {
+            self.mark_pods_not_ready(&n.name_any()).await?;
+        }
+        let all_down = !nodes.is_empty() && nodes.iter().all(|n| ready_status(n) != Some("True"));
         for n in &nodes {
             let want = desired_taints(n, all_down);
             let have = n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
@@ -248,7 +279,7 @@ impl Controller {
         let name = n.name_any();
         let msg = format!("Node {name} status is now: NodeNotReady");
         self.node_events.record(&reference(n), EventType::Normal, "NodeNotReady", &msg).await;
-        self.mark_pods_not_ready(&name).await
+        Ok(())
     }
 
     async fn mark_pods_not_ready(&self, node: &str) -> Result<(), Error> {
@@ -292,10 +323,18 @@ impl Controller {
         let mut due = Vec::new();
         {
             let mut evictions = self.evictions.lock();
-            let mut still = Vec::new();
-            for p in self.pods.state() {
-                let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
-                let Some(taints) = tainted.get(&node) else { continue };
+            let mut still = HashSet::new();
+            let keys: Vec<((String, String), &Vec<Taint>)> = {
+                let idx = self.on_node.lock();
+                tainted
+                    .iter()
+                    .flat_map(|(node, taints)| idx.get(node).into_iter().flatten().map(move |k| (k.clone(), taints)))
+                    .collect()
+            };
+            let candidates = keys
+                .into_iter()
+                .filter_map(|((ns, name), t)| self.pods.get(&ObjectRef::new(&name).within(&ns)).map(|p| (p, t)));
+            for (p, taints) in candidates {
                 if p.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
@@ -323,7 +362,7 @@ impl Controller {
                     Some(None) => None,
                 };
                 if let Some(d) = deadline {
-                    still.push(key.clone());
+                    still.insert(key.clone());
                     if d <= Instant::now() {
                         due.push(p.clone());
                     }

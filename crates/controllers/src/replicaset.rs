@@ -54,7 +54,9 @@ pub fn is_available(p: &Pod, min_ready: i32, now: jiff::Timestamp) -> bool {
     if min_ready <= 0 {
         return true;
     }
-    podutil::ready_since(p).is_some_and(|t| t.0 + jiff::SignedDuration::from_secs(i64::from(min_ready)) < now)
+    podutil::ready_since(p)
+        .and_then(|t| t.0.checked_add(jiff::SignedDuration::from_secs(i64::from(min_ready))).ok())
+        .is_some_and(|t| t < now)
 }
 
 fn max_restarts(p: &Pod) -> (i32, i32) {
@@ -525,7 +527,8 @@ impl Controller {
                 .iter()
                 .filter(|p| podutil::is_ready(p) && !is_available(p, min_ready, now))
                 .filter_map(|p| podutil::ready_since(p))
-                .map(|t| (t.0 + jiff::SignedDuration::from_secs(i64::from(min_ready))).duration_since(now))
+                .filter_map(|t| t.0.checked_add(jiff::SignedDuration::from_secs(i64::from(min_ready))).ok())
+                .map(|t| t.duration_since(now))
                 .min()
                 .and_then(|d| Duration::try_from(d).ok())
                 .unwrap_or(Duration::from_secs(min_ready as u64));

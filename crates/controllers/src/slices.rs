@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
@@ -25,14 +26,22 @@ pub fn owner_key(s: &EndpointSlice, manager: &str) -> Option<ServiceKey> {
         .flatten()
 }
 
+/// A write not yet seen come back through the informer.
+struct Pending {
+    generation: i64,
+    at: Instant,
+}
+
+/// A write not seen this long is taken as lost (a watch gap): stop waiting for it.
+const PENDING_TTL: Duration = Duration::from_secs(10);
+
 /// One manager's slices, by Service, and its writes not yet seen in the cache.
 pub struct Slices {
     manager: &'static str,
     store: Store<EndpointSlice>,
     by_service: Mutex<HashMap<ServiceKey, BTreeSet<String>>>,
-    /// Slice (namespace, name) → the Service it was written for, and the
-    /// generation written (0: deleted).
-    written: Mutex<HashMap<(String, String), (ServiceKey, i64)>>,
+    /// Per Service: slice name → what was written (generation 0: deleted).
+    written: Mutex<HashMap<ServiceKey, HashMap<String, Pending>>>,
 }
 
 impl Slices {
@@ -79,17 +88,26 @@ impl Slices {
             }
         }
         let obj = new.or(old).expect("a change has an object");
-        let id = (obj.namespace().unwrap_or_default(), obj.name_any());
+        let name = obj.name_any();
         let mut written = self.written.lock();
-        let own = match (written.get(&id).map(|(_, g)| *g), new) {
-            (Some(g), Some(n)) if g > 0 && n.metadata.generation.unwrap_or(0) >= g => {
-                written.remove(&id);
-                old_key == new_key
+        let mut take = |k: &Option<ServiceKey>| -> Option<i64> {
+            let per = written.get_mut(k.as_ref()?)?;
+            let g = per.get(&name).map(|p| p.generation);
+            if let Some(g) = g {
+                let seen = match new {
+                    Some(n) => g > 0 && n.metadata.generation.unwrap_or(0) >= g,
+                    None => true,
+                };
+                if seen {
+                    per.remove(&name);
+                }
             }
-            (Some(g), None) => {
-                written.remove(&id);
-                g == 0
-            }
+            g
+        };
+        let expected = take(&new_key).or_else(|| take(&old_key));
+        let own = match (expected, new) {
+            (Some(g), Some(n)) => g > 0 && n.metadata.generation.unwrap_or(0) >= g && old_key == new_key,
+            (Some(g), None) => g == 0,
             _ => false,
         };
         if own {
@@ -117,17 +135,23 @@ impl Slices {
 
     /// Whether the cache has not yet caught up with what we wrote for this Service.
     pub fn stale(&self, key: &ServiceKey) -> bool {
-        let written = self.written.lock();
-        written.iter().filter(|(_, (k, _))| k == key).any(|((ns, name), (_, g))| {
-            let cached = self.store.get(&ObjectRef::new(name).within(ns));
-            let mine = |s: &EndpointSlice| owner_key(s, self.manager).as_ref() == Some(key);
-            match (g, cached) {
+        let mut written = self.written.lock();
+        let Some(per) = written.get_mut(key) else { return false };
+        per.retain(|_, p| p.at.elapsed() < PENDING_TTL);
+        let mine = |s: &EndpointSlice| owner_key(s, self.manager).as_ref() == Some(key);
+        let lagging = per.iter().any(|(name, p)| {
+            let cached = self.store.get(&ObjectRef::new(name).within(&key.0));
+            match (p.generation, cached) {
                 (0, Some(s)) => mine(&s),
                 (0, None) => false,
-                (g, Some(s)) => mine(&s) && s.metadata.generation.unwrap_or(0) < *g,
+                (g, Some(s)) => mine(&s) && s.metadata.generation.unwrap_or(0) < g,
                 (_, None) => true,
             }
-        })
+        });
+        if per.is_empty() {
+            written.remove(key);
+        }
+        lagging
     }
 
     /// Creates, then updates, then deletes, remembering each write.
@@ -152,18 +176,31 @@ impl Slices {
         }
         for name in delete {
             self.wrote(key, &name, 0);
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    self.written.lock().remove(&(ns.to_string(), name));
+            if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
+                // Not deleted (or already gone): nothing to wait for.
+                if let Some(per) = self.written.lock().get_mut(key) {
+                    per.remove(&name);
                 }
-                Err(e) => return Err(e),
+                match e {
+                    kube::Error::Api(e) if e.code == 404 => {}
+                    e => return Err(e),
+                }
             }
         }
         Ok(())
     }
 
+    /// Remembers a write, unless the cache already shows it.
     fn wrote(&self, key: &ServiceKey, name: &str, generation: i64) {
-        self.written.lock().insert((key.0.clone(), name.to_string()), (key.clone(), generation));
+        if generation > 0
+            && self
+                .store
+                .get(&ObjectRef::new(name).within(&key.0))
+                .is_some_and(|s| s.metadata.generation.unwrap_or(0) >= generation)
+        {
+            return;
+        }
+        let pending = Pending { generation, at: Instant::now() };
+        self.written.lock().entry(key.clone()).or_default().insert(name.to_string(), pending);
     }
 }

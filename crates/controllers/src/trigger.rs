@@ -24,7 +24,9 @@ impl TriggerTimes {
     /// else the earliest pod readiness change newer than the last one seen.
     pub fn observe(&mut self, key: &ServiceKey, svc: &Service, pods: &[Arc<Pod>]) -> Option<Time> {
         let created = svc.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let seen_pods = self.pods.entry(key.clone()).or_default();
+        // Rebuilt from the current pods each time: pods that went are forgotten.
+        let seen_pods = self.pods.remove(key).unwrap_or_default();
+        let mut now_pods = HashMap::with_capacity(pods.len());
         let first = !self.service.contains_key(key);
         let mut earliest: Option<jiff::Timestamp> = None;
         let mut consider = |t: jiff::Timestamp| earliest = Some(earliest.map_or(t, |e| e.min(t)));
@@ -40,9 +42,10 @@ impl TriggerTimes {
                 if seen_pods.get(&name).is_none_or(|s| t > *s) {
                     consider(t);
                 }
-                seen_pods.insert(name, t);
+                now_pods.insert(name, t);
             }
         }
+        self.pods.insert(key.clone(), now_pods);
         if first {
             return created.map(Time);
         }

@@ -226,7 +226,7 @@ impl Controller {
     }
 
     async fn write_status_if_changed(&self, d: &Deployment, status: DeploymentStatus) -> Result<(), Error> {
-        if d.status.as_ref() != Some(&status) {
+        if d.status.as_ref().map(stored_form) != Some(stored_form(&status)) {
             self.write_status(d, status).await?;
         }
         Ok(())
@@ -430,7 +430,8 @@ impl Controller {
                 break;
             }
             let size = sizes[i].1;
-            if size == 0 || size == available(rs) {
+            // Nothing unhealthy (a status that still counts pods of a larger size included).
+            if size == 0 || size <= available(rs) {
                 continue;
             }
             let down = (max_scaled_down - cleaned).min(size - available(rs));
@@ -603,7 +604,9 @@ impl Controller {
                         cur.as_ref().filter(|c| c.reason.as_deref() != Some("NewReplicaSetAvailable"))
                     {
                         let last = cur.last_update_time.as_ref().map(|t| t.0).unwrap_or_else(jiff::Timestamp::now);
-                        let due = last + jiff::SignedDuration::from_secs(i64::from(secs));
+                        let due = last
+                            .checked_add(jiff::SignedDuration::from_secs(i64::from(secs)))
+                            .unwrap_or(jiff::Timestamp::MAX);
                         let now = jiff::Timestamp::now();
                         if cur.reason.as_deref() == Some("ProgressDeadlineExceeded") || due < now {
                             let msg = format!("{who} has timed out progressing.");
@@ -643,13 +646,13 @@ impl Controller {
             ),
             None => remove_condition(&mut status, "ReplicaFailure"),
         }
-        if d.status.as_ref() == Some(&status) {
-            if let Some(after) = requeue {
-                self.queue.add_after(key_of(d), after);
-            }
-            return Ok(());
+        // Look again when the progress deadline passes.
+        if let Some(after) = requeue {
+            self.queue.add_after(key_of(d), after);
         }
-        self.write_status(d, status).await?;
+        if d.status.as_ref().map(stored_form) != Some(stored_form(&status)) {
+            self.write_status(d, status).await?;
+        }
         Ok(())
     }
 }

@@ -393,6 +393,23 @@ pub fn progressing(d: &Deployment, s: &DeploymentStatus) -> bool {
         || s.available_replicas.unwrap_or(0) > old.available_replicas.unwrap_or(0)
 }
 
+/// A status as stored: the API server drops zero counts, so compare without them.
+pub fn stored_form(s: &DeploymentStatus) -> DeploymentStatus {
+    let mut s = s.clone();
+    for f in [
+        &mut s.replicas,
+        &mut s.updated_replicas,
+        &mut s.ready_replicas,
+        &mut s.available_replicas,
+        &mut s.unavailable_replicas,
+    ] {
+        if *f == Some(0) {
+            *f = None;
+        }
+    }
+    s
+}
+
 pub fn deadline(d: &Deployment) -> Option<i32> {
     d.spec.progress_deadline_seconds.filter(|s| *s != i32::MAX)
 }
