@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{self as discovery, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, PostParams};
@@ -276,13 +276,7 @@ impl Controller {
                 ip: ip.to_string(),
                 hostname: hostname_for(&pod, svc),
                 node_name: Some(pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()),
-                target_ref: Some(ObjectReference {
-                    kind: Some("Pod".into()),
-                    namespace: pod.namespace(),
-                    name: Some(pod.name_any()),
-                    uid: pod.uid(),
-                    ..Default::default()
-                }),
+                target_ref: Some(podutil::pod_ref(&pod)),
             };
             let ready = pnra || podutil::is_ready(&pod);
             if ports.is_empty() {
@@ -660,7 +654,10 @@ mod tests {
     fn addr(ip: &str, uid: &str) -> EndpointAddress {
         EndpointAddress {
             ip: ip.into(),
-            target_ref: Some(ObjectReference { uid: Some(uid.into()), ..Default::default() }),
+            target_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
+                uid: Some(uid.into()),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

@@ -99,6 +99,17 @@ pub fn parse_ip_lenient(s: &str) -> Option<IpAddr> {
     Some(IpAddr::from(octets))
 }
 
+/// How an endpoint names its pod (kind, namespace, name, uid).
+pub fn pod_ref(pod: &Pod) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: pod.namespace(),
+        name: Some(pod.name_any()),
+        uid: pod.uid(),
+        ..Default::default()
+    }
+}
+
 /// A Service is headless when its cluster IP is `None` (or missing).
 pub fn is_headless(svc: &Service) -> bool {
     matches!(svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), None | Some("None") | Some(""))

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForNode, ForZone,
 };
@@ -203,13 +203,7 @@ fn endpoint_for(svc: &Service, pod: &Pod, node: Option<&Node>, address_type: &st
         hostname: hostname_for(pod, svc),
         node_name,
         zone: node.and_then(|n| n.labels().get(LABEL_ZONE).cloned()).filter(|z| !z.is_empty()),
-        target_ref: Some(ObjectReference {
-            kind: Some("Pod".into()),
-            namespace: pod.namespace(),
-            name: Some(pod.name_any()),
-            uid: pod.uid(),
-            ..Default::default()
-        }),
+        target_ref: Some(podutil::pod_ref(pod)),
         deprecated_topology: None,
         hints: None,
     }
