@@ -117,6 +117,11 @@ async fn seen_as(seen: &parking_lot::Mutex<Seen>, changed: &Notify, pod: &str, r
     }
 }
 
+/// The InternalIP of bench node `n`.
+fn node_ip(n: usize) -> String {
+    format!("192.168.240.{}", 10 + n)
+}
+
 fn pod_name(svc: usize, i: usize) -> String {
     format!("svc-{svc:04}-pod-{i}")
 }
@@ -128,7 +133,8 @@ async fn populate(client: &Client, services: usize) -> Result<()> {
         let node: Node = serde_json::from_value(json!({"metadata": {"name": name,
             "labels": {"topology.kubernetes.io/zone": format!("zone-{}", n % 3)}}}))?;
         nodes.create(&PostParams::default(), &node).await?;
-        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            "addresses": [{"type": "InternalIP", "address": node_ip(n)}]}});
         nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
     }
     let svcs: Api<Service> = Api::namespaced(client.clone(), NS);
@@ -159,8 +165,8 @@ async fn populate(client: &Client, services: usize) -> Result<()> {
                         "containers": [{"name": "c", "image": "nginx", "ports": [{"name": "http", "containerPort": 8080}]}]}}))?;
                 pods.create(&PostParams::default(), &pod).await?;
                 let ip = format!("10.{}.{}.{}", 64 + k / 65536, (k / 256) % 256, k % 256);
-                pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": running_status(&ip, true)})))
-                    .await?;
+                let status = running_status(&ip, &node_ip(k % NODES), true);
+                pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
                 Ok::<_, anyhow::Error>(())
             }
         })
@@ -187,8 +193,9 @@ fn start_controllers(bin: &Path, kubeconfig: &Path, log: &Path) -> Result<Child>
 }
 
 async fn flip(pods: &Api<Pod>, pod: &str, ip: &str, ready: bool) -> Result<Instant> {
-    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(json!({"status": running_status(ip, ready)})))
-        .await?;
+    // Which node does not matter to the endpoint controllers' work.
+    let status = running_status(ip, &node_ip(0), ready);
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
     Ok(Instant::now())
 }
 

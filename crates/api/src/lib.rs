@@ -2,7 +2,8 @@
 //! ([`schema`]), the resources and their per-kind rules ([`resources`]),
 //! object metadata ([`meta`]), errors as Kubernetes words them ([`status`],
 //! [`validation`]), selectors ([`selector`]), patches ([`patch`]) and
-//! server-side printing ([`printers`]).
+//! server-side printing ([`printers`]); Kubernetes' well-known names
+//! ([`wellknown`]).
 
 pub mod kinds;
 pub mod meta;
@@ -16,3 +17,4 @@ pub mod selector;
 pub mod status;
 pub mod time;
 pub mod validation;
+pub mod wellknown;

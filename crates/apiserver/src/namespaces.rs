@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kubesvc_api::kinds::{NAMESPACE_FINALIZER, NAMESPACE_NAME_LABEL};
 use kubesvc_api::meta;
 use kubesvc_api::resources::{self, Resource, Subresource};
+use kubesvc_api::wellknown::{
+    FINALIZER_NAMESPACE as NAMESPACE_FINALIZER, LABEL_NAMESPACE_NAME as NAMESPACE_NAME_LABEL, NAMESPACE_NODE_LEASE,
+};
 use serde_json::{Value, json};
 
 use crate::State;
@@ -17,7 +19,7 @@ use crate::registry::{DeleteOptions, FieldValidation, MutateOptions, Registry, W
 /// How many objects a namespace's deletion removes at once (they share fsyncs).
 const DELETE_CONCURRENCY: usize = 32;
 
-pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", NAMESPACE_NODE_LEASE];
 
 fn namespaces() -> &'static Resource {
     resources::find("", "v1", "namespaces").expect("namespaces are served")

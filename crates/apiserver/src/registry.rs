@@ -97,8 +97,7 @@ pub struct DeleteOptions {
     pub orphan_dependents: Option<bool>,
 }
 
-pub const FINALIZER_ORPHAN: &str = "orphan";
-pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+use kubesvc_api::wellknown::{FINALIZER_FOREGROUND, FINALIZER_ORPHAN};
 
 /// The finalizers a delete leaves for the garbage collector, Kubernetes'
 /// rules: orphan when asked (or already orphaning), foreground when asked (or

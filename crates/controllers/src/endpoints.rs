@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use futures::FutureExt;
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{self as discovery, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -17,59 +16,23 @@ use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::events::{EventType, Recorder, reference};
 use crate::podindex::{PodIndex, ServiceKey};
-use crate::podutil::{self, find_port, format_trigger_time, hostname_for, is_headless, parse_ip_lenient};
-use crate::queue::WorkQueue;
+use crate::podutil::{self, find_port, format_trigger_time, hostname_for};
 use crate::slices::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME, Slices};
 use crate::trigger::TriggerTimes;
 use crate::{Informers, Options};
+use kubesvc_runtime::events::{EventType, Recorder, reference};
+use kubesvc_runtime::pod::{self, is_headless, parse_ip_lenient};
+use kubesvc_runtime::{Change, WorkQueue, key_of};
 
-pub const ANNOTATION_OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
-pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-pub const LABEL_ENDPOINTS_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
-pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
-pub const LABEL_SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
+pub use kubesvc_runtime::wellknown::{
+    ANNOTATION_LAST_APPLIED, ANNOTATION_OVER_CAPACITY, ANNOTATION_TRIGGER_TIME, LABEL_ENDPOINTS_MANAGED_BY,
+    LABEL_HEADLESS, LABEL_SKIP_MIRROR,
+};
 const ANNOTATION_LEADER: &str = "control-plane.alpha.kubernetes.io/leader";
-const ANNOTATION_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The most addresses an Endpoints object holds.
 pub const MAX_CAPACITY: usize = 1000;
 pub const MIRRORING_MANAGER: &str = "endpointslicemirroring-controller.k8s.io";
-
-/// Runs `sync` for each key of `queue` on `workers` tasks until `stop`.
-pub(crate) fn run_workers<K, F, Fut>(queue: Arc<WorkQueue<K>>, workers: usize, stop: watch::Receiver<bool>, sync: F)
-where
-    K: Clone + Eq + std::hash::Hash + Send + Sync + std::fmt::Debug + 'static,
-    F: Fn(K) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Result<(), crate::Error>> + Send,
-{
-    for _ in 0..workers.max(1) {
-        let (q, sync) = (queue.clone(), sync.clone());
-        tokio::spawn(async move {
-            while let Some(key) = q.next().await {
-                // A panic in one sync is that key's failure, not the worker's end.
-                let result = std::panic::AssertUnwindSafe(sync(key.clone())).catch_unwind().await;
-                match result {
-                    Ok(Ok(())) => q.forget(&key),
-                    Ok(Err(e)) => {
-                        tracing::debug!(key = ?key, error = %e, "sync failed; will retry");
-                        q.retry(key.clone());
-                    }
-                    Err(_) => {
-                        tracing::error!(key = ?key, "sync panicked; will retry");
-                        q.retry(key.clone());
-                    }
-                }
-                q.done(&key);
-            }
-        });
-    }
-    let mut stop = stop;
-    tokio::spawn(async move {
-        let _ = stop.wait_for(|s| *s).await;
-        queue.shutdown();
-    });
-}
 
 // ---------------------------------------------------------------------------
 // Subsets in canonical form
@@ -215,11 +178,7 @@ impl Controller {
             triggers: Mutex::new(TriggerTimes::default()),
         });
         let q = c.queue.clone();
-        informers.services.on_change(move |old, new| {
-            if let Some(s) = new.or(old) {
-                q.add((s.namespace().unwrap_or_default(), s.name_any()));
-            }
-        });
+        informers.services.on_change(move |change| q.add(key_of(change.object())));
         let q = c.queue.clone();
         index.subscribe(move |k| q.add(k.clone()));
         // A deleted Endpoints of a selector Service is made again; on the first
@@ -228,25 +187,22 @@ impl Controller {
         // come before its Service).
         let q = c.queue.clone();
         let endpoints = Arc::downgrade(&informers.endpoints);
-        informers.endpoints.on_change(move |old, new| {
-            let key = |e: &Endpoints| (e.namespace().unwrap_or_default(), e.name_any());
-            match (old, new) {
-                (Some(o), None) => q.add(key(o)),
-                (None, Some(n))
-                    if endpoints.upgrade().is_some_and(|i| !i.is_synced())
-                        && !n.annotations().contains_key(ANNOTATION_LEADER) =>
-                {
-                    q.add(key(n))
-                }
-                _ => {}
+        informers.endpoints.on_change(move |change| match change {
+            Change::Deleted(o) => q.add(key_of(o)),
+            Change::Added(n)
+                if endpoints.upgrade().is_some_and(|i| !i.is_synced())
+                    && !n.annotations().contains_key(ANNOTATION_LEADER) =>
+            {
+                q.add(key_of(n))
             }
+            _ => {}
         });
         c
     }
 
     pub fn spawn(self: &Arc<Self>, workers: usize, stop: watch::Receiver<bool>) {
         let me = self.clone();
-        run_workers(self.queue.clone(), workers, stop, move |key| {
+        kubesvc_runtime::run_workers(self.queue.clone(), workers, stop, move |key| {
             let me = me.clone();
             async move { me.sync(&key).await }
         });
@@ -268,7 +224,7 @@ impl Controller {
             if !podutil::should_be_in_endpoints(&pod, pnra) {
                 continue;
             }
-            let ips = podutil::pod_ips(&pod);
+            let ips = pod::pod_ips(&pod);
             // The primary family only; a headless Service of unknown family follows the pod.
             let want_v6 = family.or_else(|| ips.first().map(IpAddr::is_ipv6));
             let Some(ip) = ips.iter().find(|ip| Some(ip.is_ipv6()) == want_v6) else { continue };
@@ -278,7 +234,7 @@ impl Controller {
                 node_name: Some(pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()),
                 target_ref: Some(podutil::pod_ref(&pod)),
             };
-            let ready = pnra || podutil::is_ready(&pod);
+            let ready = pnra || pod::is_ready(&pod);
             if ports.is_empty() {
                 if headless {
                     facts.push((addr, None, ready));
@@ -407,24 +363,20 @@ impl Mirroring {
             max_per_subset: MAX_CAPACITY,
         });
         let q = m.queue.clone();
-        informers.endpoints.on_change(move |old, new| {
-            let concerned = old.is_some_and(should_mirror) || new.is_some_and(should_mirror);
-            if let Some(e) = new.or(old).filter(|_| concerned) {
-                q.add((e.namespace().unwrap_or_default(), e.name_any()));
+        informers.endpoints.on_change(move |change| {
+            if change.before().is_some_and(should_mirror) || change.after().is_some_and(should_mirror) {
+                q.add(key_of(change.object()));
             }
         });
         let q = m.queue.clone();
-        informers.services.on_change(move |old, new| {
-            let selectorless =
-                |s: Option<&Service>| s.map(|s| s.spec.as_ref().and_then(|sp| sp.selector.as_ref()).is_none());
-            let (o, n) = (selectorless(old), selectorless(new));
-            let relevant = match (o, n) {
-                (None, Some(true)) | (Some(true), None) => true,
-                (Some(a), Some(b)) => a != b,
-                _ => false,
+        informers.services.on_change(move |change| {
+            let selectorless = |s: &Service| s.spec.as_ref().and_then(|sp| sp.selector.as_ref()).is_none();
+            let relevant = match change {
+                Change::Added(s) | Change::Deleted(s) => selectorless(s),
+                Change::Modified { old, new } => selectorless(old) != selectorless(new),
             };
-            if relevant && let Some(s) = new.or(old) {
-                q.add((s.namespace().unwrap_or_default(), s.name_any()));
+            if relevant {
+                q.add(key_of(change.object()));
             }
         });
         m
@@ -432,7 +384,7 @@ impl Mirroring {
 
     pub fn spawn(self: &Arc<Self>, workers: usize, stop: watch::Receiver<bool>) {
         let me = self.clone();
-        run_workers(self.queue.clone(), workers, stop, move |key| {
+        kubesvc_runtime::run_workers(self.queue.clone(), workers, stop, move |key| {
             let me = me.clone();
             async move { me.sync(&key).await }
         });

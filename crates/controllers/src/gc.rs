@@ -18,11 +18,10 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::Error;
-use crate::informer::Informer;
-use crate::queue::WorkQueue;
+use kubesvc_runtime::Informer;
+use kubesvc_runtime::WorkQueue;
 
-pub const FINALIZER_ORPHAN: &str = "orphan";
-pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+use kubesvc_runtime::wellknown::{FINALIZER_FOREGROUND, FINALIZER_ORPHAN};
 
 /// The kinds the collector knows: (apiVersion, kind) → (plural, namespaced).
 fn resource_of(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
@@ -87,11 +86,11 @@ impl Collector {
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
         let me = Arc::downgrade(self);
-        informer.on_change(move |old, new| {
+        informer.on_change(move |change| {
             if let Some(me) = me.upgrade() {
                 let api_version = K::api_version(&()).into_owned();
                 let kind = K::kind(&()).into_owned();
-                me.changed(&api_version, &kind, old.map(|o| o.meta()), new.map(|n| n.meta()));
+                me.changed(&api_version, &kind, change.before().map(|o| o.meta()), change.after().map(|n| n.meta()));
             }
         });
     }
@@ -204,7 +203,7 @@ impl Collector {
 
     pub fn spawn(self: &Arc<Self>, workers: usize, stop: watch::Receiver<bool>) {
         let me = self.clone();
-        crate::endpoints::run_workers(self.queue.clone(), workers, stop, move |w| {
+        kubesvc_runtime::run_workers(self.queue.clone(), workers, stop, move |w| {
             let me = me.clone();
             async move {
                 match w {

@@ -9,18 +9,14 @@ pub mod claim;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
-pub mod events;
 pub mod expectations;
 pub mod gc;
-pub mod informer;
 pub mod nodelifecycle;
 pub mod ownerindex;
 pub mod podindex;
 pub mod podutil;
-pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
-pub mod selector;
 pub mod slices;
 pub mod trigger;
 
@@ -32,6 +28,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
+use kubesvc_runtime::Informer;
+use kubesvc_runtime::wellknown::NAMESPACE_NODE_LEASE;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,27 +59,27 @@ impl Default for Options {
 
 /// The informers every controller shares.
 pub struct Informers {
-    pub services: Arc<informer::Informer<Service>>,
-    pub pods: Arc<informer::Informer<Pod>>,
-    pub nodes: Arc<informer::Informer<Node>>,
-    pub slices: Arc<informer::Informer<EndpointSlice>>,
-    pub endpoints: Arc<informer::Informer<Endpoints>>,
-    pub replicasets: Arc<informer::Informer<ReplicaSet>>,
-    pub deployments: Arc<informer::Informer<Deployment>>,
-    pub leases: Arc<informer::Informer<Lease>>,
+    pub services: Arc<Informer<Service>>,
+    pub pods: Arc<Informer<Pod>>,
+    pub nodes: Arc<Informer<Node>>,
+    pub slices: Arc<Informer<EndpointSlice>>,
+    pub endpoints: Arc<Informer<Endpoints>>,
+    pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub deployments: Arc<Informer<Deployment>>,
+    pub leases: Arc<Informer<Lease>>,
 }
 
 impl Informers {
     pub fn new(client: &Client) -> Self {
         Informers {
-            services: informer::Informer::new(Api::all(client.clone())),
-            pods: informer::Informer::new(Api::all(client.clone())),
-            nodes: informer::Informer::new(Api::all(client.clone())),
-            slices: informer::Informer::new(Api::all(client.clone())),
-            endpoints: informer::Informer::new(Api::all(client.clone())),
-            replicasets: informer::Informer::new(Api::all(client.clone())),
-            deployments: informer::Informer::new(Api::all(client.clone())),
-            leases: informer::Informer::new(Api::namespaced(client.clone(), "kube-node-lease")),
+            services: Informer::new(Api::all(client.clone())),
+            pods: Informer::new(Api::all(client.clone())),
+            nodes: Informer::new(Api::all(client.clone())),
+            slices: Informer::new(Api::all(client.clone())),
+            endpoints: Informer::new(Api::all(client.clone())),
+            replicasets: Informer::new(Api::all(client.clone())),
+            deployments: Informer::new(Api::all(client.clone())),
+            leases: Informer::new(Api::namespaced(client.clone(), NAMESPACE_NODE_LEASE)),
         }
     }
 

@@ -19,22 +19,24 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::events::{EventType, Recorder, reference};
-use crate::informer::Informer;
 use crate::scheduler::tolerates;
 use crate::{Error, Options};
+use kubesvc_runtime::events::{EventType, Recorder, reference};
+use kubesvc_runtime::wellknown::{
+    NAMESPACE_NODE_LEASE, TAINT_NODE_DISK_PRESSURE, TAINT_NODE_MEMORY_PRESSURE, TAINT_NODE_NETWORK_UNAVAILABLE,
+    TAINT_NODE_NOT_READY as TAINT_NOT_READY, TAINT_NODE_PID_PRESSURE, TAINT_NODE_UNREACHABLE as TAINT_UNREACHABLE,
+    TAINT_NODE_UNSCHEDULABLE,
+};
+use kubesvc_runtime::{Informer, ObjectKey, key_of, pod};
 
 /// How often node health is looked at (`--node-monitor-period`).
 pub const MONITOR_PERIOD: Duration = Duration::from_secs(5);
 /// A node that never reported Ready gets this long (`--node-startup-grace-period`).
 const STARTUP_GRACE: Duration = Duration::from_secs(60);
-pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
-pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
-const LEASE_NAMESPACE: &str = "kube-node-lease";
 const CONDITIONS: &[&str] = &["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 
 /// Pods (namespace, name) by the node they are bound to.
-type PodsByNode = HashMap<String, HashSet<(String, String)>>;
+type PodsByNode = HashMap<String, HashSet<ObjectKey>>;
 
 /// The last sign of life seen from a node, by this controller's clock.
 struct Probe {
@@ -76,17 +78,17 @@ fn condition_taints(n: &Node) -> Vec<&'static str> {
         Some(_) => keys.push(TAINT_UNREACHABLE),
     }
     for (ty, key) in [
-        ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
-        ("DiskPressure", "node.kubernetes.io/disk-pressure"),
-        ("PIDPressure", "node.kubernetes.io/pid-pressure"),
-        ("NetworkUnavailable", "node.kubernetes.io/network-unavailable"),
+        ("MemoryPressure", TAINT_NODE_MEMORY_PRESSURE),
+        ("DiskPressure", TAINT_NODE_DISK_PRESSURE),
+        ("PIDPressure", TAINT_NODE_PID_PRESSURE),
+        ("NetworkUnavailable", TAINT_NODE_NETWORK_UNAVAILABLE),
     ] {
         if condition(n, ty).is_some_and(|c| c.status == "True") {
             keys.push(key);
         }
     }
     if n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
-        keys.push("node.kubernetes.io/unschedulable");
+        keys.push(TAINT_NODE_UNSCHEDULABLE);
     }
     keys
 }
@@ -94,11 +96,11 @@ fn condition_taints(n: &Node) -> Vec<&'static str> {
 const CONTROLLER_NO_SCHEDULE: &[&str] = &[
     TAINT_NOT_READY,
     TAINT_UNREACHABLE,
-    "node.kubernetes.io/memory-pressure",
-    "node.kubernetes.io/disk-pressure",
-    "node.kubernetes.io/pid-pressure",
-    "node.kubernetes.io/network-unavailable",
-    "node.kubernetes.io/unschedulable",
+    TAINT_NODE_MEMORY_PRESSURE,
+    TAINT_NODE_DISK_PRESSURE,
+    TAINT_NODE_PID_PRESSURE,
+    TAINT_NODE_NETWORK_UNAVAILABLE,
+    TAINT_NODE_UNSCHEDULABLE,
 ];
 
 /// The taints a node should carry: others' untouched, ours from its conditions.
@@ -142,13 +144,10 @@ impl Controller {
     ) -> Arc<Self> {
         let on_node: Arc<Mutex<PodsByNode>> = Arc::default();
         let index = on_node.clone();
-        pods.on_change(move |old, new| {
-            let place = |p: &Pod| -> Option<(String, (String, String))> {
-                let node = p.spec.as_ref()?.node_name.clone().filter(|n| !n.is_empty())?;
-                Some((node, (p.namespace().unwrap_or_default(), p.name_any())))
-            };
+        pods.on_change(move |change| {
+            let place = |p: &Pod| -> Option<(String, ObjectKey)> { Some((pod::node_name(p)?.to_string(), key_of(p))) };
             let mut idx = index.lock();
-            if let Some((node, key)) = old.and_then(place)
+            if let Some((node, key)) = change.before().and_then(place)
                 && let Some(set) = idx.get_mut(&node)
             {
                 set.remove(&key);
@@ -156,7 +155,7 @@ impl Controller {
                     idx.remove(&node);
                 }
             }
-            if let Some((node, key)) = new.and_then(place) {
+            if let Some((node, key)) = change.after().and_then(place) {
                 idx.entry(node).or_default().insert(key);
             }
         });
@@ -196,7 +195,7 @@ impl Controller {
         let heartbeat = condition(n, "Ready").and_then(|c| c.last_heartbeat_time.clone());
         let renew = self
             .leases
-            .get(&ObjectRef::new(&name).within(LEASE_NAMESPACE))
+            .get(&ObjectRef::new(&name).within(NAMESPACE_NODE_LEASE))
             .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
         let mut probes = self.probes.lock();
         let p = probes.entry(name).or_insert_with(|| Probe { heartbeat: heartbeat.clone(), renew, at: Instant::now() });

@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 
 use crate::claim::controller_of;
-use crate::informer::Informer;
+use kubesvc_runtime::Informer;
 
 #[derive(Default)]
 struct Inner {
@@ -32,7 +32,7 @@ where
     pub fn attach(informer: &Informer<K>) -> Arc<Self> {
         let idx = Arc::new(OwnerIndex { inner: RwLock::new(Inner::default()), store: informer.store().clone() });
         let i = idx.clone();
-        informer.on_change(move |old, new| i.changed(old, new));
+        informer.on_change(move |change| i.changed(change.before(), change.after()));
         idx
     }
 

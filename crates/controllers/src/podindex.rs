@@ -12,10 +12,11 @@ use kube::runtime::reflector::ObjectRef;
 use parking_lot::RwLock;
 
 use crate::Informers;
-use crate::selector::{Labels, map_matches};
+use kubesvc_runtime::selector::{Labels, map_matches};
+use kubesvc_runtime::{Change, key_of};
 
 /// A Service, by namespace and name.
-pub type ServiceKey = (String, String);
+pub type ServiceKey = kubesvc_runtime::ObjectKey;
 
 type Subscriber = Arc<dyn Fn(&ServiceKey) + Send + Sync>;
 
@@ -73,9 +74,9 @@ impl PodIndex {
             subscribers: RwLock::new(Vec::new()),
         });
         let i = index.clone();
-        informers.services.on_change(move |old, new| i.service_changed(old, new));
+        informers.services.on_change(move |change| i.service_changed(change));
         let i = index.clone();
-        informers.pods.on_change(move |old, new| i.pod_changed(old, new));
+        informers.pods.on_change(move |change| i.pod_changed(change));
         index
     }
 
@@ -115,14 +116,14 @@ impl PodIndex {
             .unwrap_or_default()
     }
 
-    fn service_changed(&self, old: Option<&Service>, new: Option<&Service>) {
+    fn service_changed(&self, change: Change<'_, Service>) {
+        let (old, new) = (change.before(), change.after());
         let (old_sel, new_sel) = (old.and_then(selector_of), new.and_then(selector_of));
         if old.is_some() && old_sel == new_sel {
             return;
         }
-        let obj = new.or(old).expect("a change has an object");
-        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        let key = (ns.clone(), name.clone());
+        let key = key_of(change.object());
+        let (ns, name) = key.clone();
         let mut inner = self.inner.write();
         let before = inner.members.remove(&key).unwrap_or_default();
         for p in &before {
@@ -156,10 +157,10 @@ impl PodIndex {
         }
     }
 
-    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let obj = new.or(old).expect("a change has an object");
-        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        let pod_key = (ns.clone(), name.clone());
+    fn pod_changed(&self, change: Change<'_, Pod>) {
+        let new = change.after();
+        let pod_key = key_of(change.object());
+        let (ns, name) = pod_key.clone();
         let touched: Vec<ServiceKey> = {
             let mut inner = self.inner.write();
             let before = inner.selected_by.remove(&pod_key).unwrap_or_default();
@@ -192,8 +193,8 @@ impl PodIndex {
             for s in after.difference(&before) {
                 inner.members.entry((ns.clone(), s.clone())).or_default().insert(name.clone());
             }
-            let changed = match (old, new) {
-                (Some(o), Some(n)) => endpoint_view(o) != endpoint_view(n),
+            let changed = match change {
+                Change::Modified { old, new } => endpoint_view(old) != endpoint_view(new),
                 _ => true,
             };
             // A pod that changed concerns every Service it was or is in; one that only

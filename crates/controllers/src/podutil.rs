@@ -1,38 +1,23 @@
-//! What the endpoint controllers ask of a pod, as Kubernetes' shared helpers
-//! answer it.
-
-use std::net::IpAddr;
+//! What the endpoint controllers ask of a pod and a Service, as Kubernetes'
+//! endpoint helpers answer it.
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use kubesvc_runtime::pod::is_terminal;
 
 /// Whether a pod can be an endpoint at all: not finished, and it has an IP;
 /// a terminating pod only if `include_terminating`.
 pub fn should_be_in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
     let status = pod.status.as_ref();
-    if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+    if is_terminal(pod) {
         return false;
     }
     let has_ip = status.is_some_and(|s| {
         s.pod_ip.as_ref().is_some_and(|ip| !ip.is_empty()) || s.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty())
     });
     has_ip && (include_terminating || pod.metadata.deletion_timestamp.is_none())
-}
-
-fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
-    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
-}
-
-/// The pod's Ready condition is True.
-pub fn is_ready(pod: &Pod) -> bool {
-    ready_condition(pod).is_some_and(|c| c.status == "True")
-}
-
-/// When the pod's readiness last changed (its endpoint trigger time).
-pub fn ready_since(pod: &Pod) -> Option<Time> {
-    ready_condition(pod)?.last_transition_time.clone()
 }
 
 /// A pod's hostname names its endpoint when its subdomain is the Service.
@@ -66,39 +51,6 @@ pub fn find_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
     }
 }
 
-/// The pod's IPs, parsed.
-pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
-    let Some(status) = pod.status.as_ref() else { return Vec::new() };
-    let listed: Vec<&str> = match status.pod_ips.as_ref().filter(|l| !l.is_empty()) {
-        Some(ips) => ips.iter().map(|i| i.ip.as_str()).collect(),
-        None => status.pod_ip.iter().map(String::as_str).collect(),
-    };
-    listed.iter().filter_map(|s| parse_ip_lenient(s)).collect()
-}
-
-/// Parses an address as Kubernetes' lenient parser does (IPv4 octets with leading zeros included).
-pub fn parse_ip_lenient(s: &str) -> Option<IpAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        // IPv4-mapped addresses are IPv4.
-        return Some(match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        });
-    }
-    let parts: Vec<&str> = s.split('.').collect();
-    if parts.len() != 4 {
-        return None;
-    }
-    let mut octets = [0u8; 4];
-    for (o, p) in octets.iter_mut().zip(parts) {
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *o = p.parse().ok()?;
-    }
-    Some(IpAddr::from(octets))
-}
-
 /// How an endpoint names its pod (kind, namespace, name, uid).
 pub fn pod_ref(pod: &Pod) -> k8s_openapi::api::core::v1::ObjectReference {
     k8s_openapi::api::core::v1::ObjectReference {
@@ -108,11 +60,6 @@ pub fn pod_ref(pod: &Pod) -> k8s_openapi::api::core::v1::ObjectReference {
         uid: pod.uid(),
         ..Default::default()
     }
-}
-
-/// A Service is headless when its cluster IP is `None` (or missing).
-pub fn is_headless(svc: &Service) -> bool {
-    matches!(svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), None | Some("None") | Some(""))
 }
 
 /// The time format of `endpoints.kubernetes.io/last-change-trigger-time`: RFC 3339, UTC, fractional seconds trimmed.
@@ -158,7 +105,6 @@ mod tests {
             "status": {"phase": "Running", "podIP": "10.0.0.1"}}));
         assert!(should_be_in_endpoints(&going, true));
         assert!(!should_be_in_endpoints(&going, false));
-        assert_eq!(parse_ip_lenient("010.000.000.001"), Some("10.0.0.1".parse().unwrap()));
         let t = Time("2026-08-04T13:01:58.100Z".parse().unwrap());
         assert_eq!(format_trigger_time(&t), "2026-08-04T13:01:58.1Z");
         let t = Time("2026-08-04T13:01:58Z".parse().unwrap());

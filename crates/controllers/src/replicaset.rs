@@ -16,25 +16,22 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
+use crate::Error;
 use crate::claim::{self, Claim, controller_of};
-use crate::events::{EventType, Recorder, reference};
 use crate::expectations::Expectations;
-use crate::informer::Informer;
 use crate::ownerindex::OwnerIndex;
-use crate::queue::WorkQueue;
-use crate::selector::{self, Labels};
-use crate::{Error, podutil};
+use kubesvc_runtime::Informer;
+use kubesvc_runtime::events::{EventType, Recorder, reference};
+use kubesvc_runtime::pod;
+use kubesvc_runtime::selector::{self, Labels};
+use kubesvc_runtime::{Change, ObjectKey, WorkQueue, key_of};
 
 /// The most pods one sync creates or deletes.
 pub const BURST: usize = 500;
 /// `controller.kubernetes.io/pod-deletion-cost`.
 pub const ANNOTATION_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-type Key = (String, String);
-
-fn key_of<K: ResourceExt>(o: &K) -> Key {
-    (o.namespace().unwrap_or_default(), o.name_any())
-}
+type Key = ObjectKey;
 
 fn key_str(k: &Key) -> String {
     format!("{}/{}", k.0, k.1)
@@ -48,13 +45,13 @@ pub fn is_active(p: &Pod) -> bool {
 
 /// Ready for at least `min_ready` seconds at `now`.
 pub fn is_available(p: &Pod, min_ready: i32, now: jiff::Timestamp) -> bool {
-    if !podutil::is_ready(p) {
+    if !pod::is_ready(p) {
         return false;
     }
     if min_ready <= 0 {
         return true;
     }
-    podutil::ready_since(p)
+    pod::ready_since(p)
         .and_then(|t| t.0.checked_add(jiff::SignedDuration::from_secs(i64::from(min_ready))).ok())
         .is_some_and(|t| t < now)
 }
@@ -95,13 +92,13 @@ pub fn deletion_order(a: &Pod, b: &Pod, rank: &dyn Fn(&Pod) -> usize, now: jiff:
     node(a)
         .cmp(&node(b))
         .then_with(|| phase(a).cmp(&phase(b)))
-        .then_with(|| podutil::is_ready(a).cmp(&podutil::is_ready(b)))
+        .then_with(|| pod::is_ready(a).cmp(&pod::is_ready(b)))
         .then_with(|| cost(a).cmp(&cost(b)))
         .then_with(|| rank(b).cmp(&rank(a)))
         .then_with(|| {
-            if podutil::is_ready(a) && podutil::is_ready(b) {
+            if pod::is_ready(a) && pod::is_ready(b) {
                 // More recently ready first: a smaller time since.
-                let (ta, tb) = (podutil::ready_since(a), podutil::ready_since(b));
+                let (ta, tb) = (pod::ready_since(a), pod::ready_since(b));
                 log_bucket(ta.as_ref(), now).cmp(&log_bucket(tb.as_ref(), now)).then_with(|| uid(a).cmp(&uid(b)))
             } else {
                 Ordering::Equal
@@ -166,22 +163,17 @@ impl Controller {
             expectations: Expectations::default(),
         });
         let weak = Arc::downgrade(&c);
-        sets.on_change(move |old, new| {
+        sets.on_change(move |change| {
             let Some(me) = weak.upgrade() else { return };
-            match new {
-                Some(n) => me.queue.add(key_of(n)),
-                None => {
-                    if let Some(o) = old {
-                        me.expectations.forget(&key_str(&key_of(o)));
-                        me.queue.add(key_of(o));
-                    }
-                }
+            if let Change::Deleted(o) = change {
+                me.expectations.forget(&key_str(&key_of(o)));
             }
+            me.queue.add(key_of(change.object()));
         });
         let weak = Arc::downgrade(&c);
-        pods_informer.on_change(move |old, new| {
+        pods_informer.on_change(move |change| {
             if let Some(me) = weak.upgrade() {
-                me.pod_changed(old, new);
+                me.pod_changed(change);
             }
         });
         c
@@ -213,12 +205,12 @@ impl Controller {
             .collect()
     }
 
-    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let obj = new.or(old).expect("a change has an object");
+    fn pod_changed(&self, change: Change<'_, Pod>) {
+        let obj = change.object();
         let ns = obj.namespace().unwrap_or_default();
         let pod_key = key_str(&key_of(obj));
-        match (old, new) {
-            (None, Some(p)) => {
+        match change {
+            Change::Added(p) => {
                 if let Some(rs) = self.owner_of(&ns, &p.metadata) {
                     let k = key_of(&*rs);
                     if p.metadata.deletion_timestamp.is_some() {
@@ -233,7 +225,7 @@ impl Controller {
                     }
                 }
             }
-            (Some(o), Some(p)) => {
+            Change::Modified { old: o, new: p } => {
                 let owners = [self.owner_of(&ns, &o.metadata), self.owner_of(&ns, &p.metadata)];
                 if o.metadata.deletion_timestamp.is_none()
                     && p.metadata.deletion_timestamp.is_some()
@@ -251,20 +243,19 @@ impl Controller {
                     }
                 }
             }
-            (Some(o), None) => {
+            Change::Deleted(o) => {
                 if let Some(rs) = self.owner_of(&ns, &o.metadata) {
                     let k = key_of(&*rs);
                     self.expectations.deletion_observed(&key_str(&k), &pod_key);
                     self.queue.add(k);
                 }
             }
-            (None, None) => {}
         }
     }
 
     pub fn spawn(self: &Arc<Self>, workers: usize, stop: watch::Receiver<bool>) {
         let me = self.clone();
-        crate::endpoints::run_workers(self.queue.clone(), workers, stop, move |key| {
+        kubesvc_runtime::run_workers(self.queue.clone(), workers, stop, move |key| {
             let me = me.clone();
             async move { me.sync(&key).await }
         });
@@ -468,7 +459,7 @@ impl Controller {
         let template_labels: Labels =
             spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
         let now = jiff::Timestamp::now();
-        let ready = active.iter().filter(|p| podutil::is_ready(p)).count() as i32;
+        let ready = active.iter().filter(|p| pod::is_ready(p)).count() as i32;
         let available = active.iter().filter(|p| is_available(p, min_ready, now)).count() as i32;
         let fully_labeled =
             active.iter().filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count() as i32;
@@ -525,8 +516,8 @@ impl Controller {
             // Look again when the next pod becomes available.
             let next = active
                 .iter()
-                .filter(|p| podutil::is_ready(p) && !is_available(p, min_ready, now))
-                .filter_map(|p| podutil::ready_since(p))
+                .filter(|p| pod::is_ready(p) && !is_available(p, min_ready, now))
+                .filter_map(|p| pod::ready_since(p))
                 .filter_map(|t| t.0.checked_add(jiff::SignedDuration::from_secs(i64::from(min_ready))).ok())
                 .map(|t| t.duration_since(now))
                 .min()

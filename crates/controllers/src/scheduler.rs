@@ -21,14 +21,15 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::claim::controller_of;
-use crate::events::{EventType, Recorder, reference};
-use crate::informer::Informer;
-use crate::queue::WorkQueue;
 use crate::{Error, replicaset};
+use kubesvc_runtime::WorkQueue;
+use kubesvc_runtime::events::{EventType, Recorder, reference};
+use kubesvc_runtime::wellknown::TAINT_NODE_UNSCHEDULABLE;
+use kubesvc_runtime::{Change, Informer, ObjectKey, key_of};
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 
-type Key = (String, String);
+type Key = ObjectKey;
 
 /// Why a node does not fit, and whether preemption could ever help there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,8 +186,7 @@ fn filter(pod: &Pod, node: &Node, usage: &Usage) -> Result<(), Unfit> {
     let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
     let node_spec = node.spec.as_ref();
     if node_spec.and_then(|s| s.unschedulable).unwrap_or(false) {
-        let cordon =
-            Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Default::default() };
+        let cordon = Taint { key: TAINT_NODE_UNSCHEDULABLE.into(), effect: "NoSchedule".into(), ..Default::default() };
         if !tolerates(&tolerations, &cordon) {
             return Err(unresolvable("node(s) were unschedulable"));
         }
@@ -337,10 +337,6 @@ pub struct Scheduler {
     recorder: Recorder,
 }
 
-fn key_of(p: &Pod) -> Key {
-    (p.namespace().unwrap_or_default(), p.name_any())
-}
-
 /// A pod this scheduler should place.
 fn wants_scheduling(p: &Pod) -> bool {
     let spec = p.spec.as_ref();
@@ -362,18 +358,18 @@ impl Scheduler {
             unschedulable: Mutex::new(HashSet::new()),
         });
         let weak = Arc::downgrade(&s);
-        pods.on_change(move |old, new| {
+        pods.on_change(move |change| {
             let Some(me) = weak.upgrade() else { return };
-            me.placement.lock().changed(old, new);
-            match new {
-                Some(p) if wants_scheduling(p) => me.queue.add(key_of(p)),
-                Some(_) => {}
+            me.placement.lock().changed(change.before(), change.after());
+            match change {
+                Change::Added(p) | Change::Modified { new: p, .. } if wants_scheduling(p) => me.queue.add(key_of(p)),
+                Change::Added(_) | Change::Modified { .. } => {}
                 // Room freed: the waiting pods may fit now.
-                None => me.retry_unschedulable(),
+                Change::Deleted(_) => me.retry_unschedulable(),
             }
         });
         let weak = Arc::downgrade(&s);
-        nodes.on_change(move |_, _| {
+        nodes.on_change(move |_| {
             if let Some(me) = weak.upgrade() {
                 me.retry_unschedulable();
             }
@@ -391,7 +387,7 @@ impl Scheduler {
     pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) {
         // One worker: placements are decided one at a time against the same usage.
         let me = self.clone();
-        crate::endpoints::run_workers(self.queue.clone(), 1, stop, move |key| {
+        kubesvc_runtime::run_workers(self.queue.clone(), 1, stop, move |key| {
             let me = me.clone();
             async move { me.schedule(&key).await }
         });
@@ -521,6 +517,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kubesvc_runtime::wellknown::TAINT_NODE_NOT_READY;
 
     #[test]
     fn fit_error_text_is_kube_schedulers() {
@@ -541,11 +538,10 @@ mod tests {
 
     #[test]
     fn tolerations() {
-        let taint =
-            Taint { key: "node.kubernetes.io/not-ready".into(), effect: "NoSchedule".into(), ..Default::default() };
+        let taint = Taint { key: TAINT_NODE_NOT_READY.into(), effect: "NoSchedule".into(), ..Default::default() };
         assert!(!tolerates(&[], &taint));
         let exists = Toleration {
-            key: Some("node.kubernetes.io/not-ready".into()),
+            key: Some(TAINT_NODE_NOT_READY.into()),
             operator: Some("Exists".into()),
             ..Default::default()
         };
@@ -553,7 +549,7 @@ mod tests {
         let everything = Toleration { operator: Some("Exists".into()), ..Default::default() };
         assert!(tolerates(&[everything], &taint));
         let other_effect = Toleration {
-            key: Some("node.kubernetes.io/not-ready".into()),
+            key: Some(TAINT_NODE_NOT_READY.into()),
             operator: Some("Exists".into()),
             effect: Some("NoExecute".into()),
             ..Default::default()

@@ -12,11 +12,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 
-use crate::informer::Informer;
 use crate::podindex::ServiceKey;
+use kubesvc_runtime::{Change, Informer};
 
-pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
-pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+pub use kubesvc_runtime::wellknown::{LABEL_ENDPOINTSLICE_MANAGED_BY as LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
 
 /// The Service a slice of `manager` belongs to.
 pub fn owner_key(s: &EndpointSlice, manager: &str) -> Option<ServiceKey> {
@@ -59,9 +58,9 @@ impl Slices {
             written: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&me);
-        informer.on_change(move |old, new| {
+        informer.on_change(move |change| {
             if let Some(me) = weak.upgrade() {
-                for k in me.changed(old, new) {
+                for k in me.changed(change) {
                     resync(k);
                 }
             }
@@ -70,7 +69,8 @@ impl Slices {
     }
 
     /// Indexes a change; returns the Services to sync.
-    fn changed(&self, old: Option<&EndpointSlice>, new: Option<&EndpointSlice>) -> Vec<ServiceKey> {
+    fn changed(&self, change: Change<'_, EndpointSlice>) -> Vec<ServiceKey> {
+        let (old, new) = (change.before(), change.after());
         let (old_key, new_key) =
             (old.and_then(|s| owner_key(s, self.manager)), new.and_then(|s| owner_key(s, self.manager)));
         {
@@ -87,8 +87,7 @@ impl Slices {
                 idx.entry(k.clone()).or_default().insert(n.name_any());
             }
         }
-        let obj = new.or(old).expect("a change has an object");
-        let name = obj.name_any();
+        let name = change.object().name_any();
         let mut written = self.written.lock();
         let mut take = |k: &Option<ServiceKey>| -> Option<i64> {
             let per = written.get_mut(k.as_ref()?)?;

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::podindex::ServiceKey;
-use crate::podutil;
+use kubesvc_runtime::pod;
 
 /// When each Service's pods last changed, for `last-change-trigger-time`.
 #[derive(Default)]
@@ -37,7 +37,7 @@ impl TriggerTimes {
             self.service.insert(key.clone(), c);
         }
         for p in pods {
-            if let Some(t) = podutil::ready_since(p).map(|t| t.0) {
+            if let Some(t) = pod::ready_since(p).map(|t| t.0) {
                 let name = p.name_any();
                 if seen_pods.get(&name).is_none_or(|s| t > *s) {
                     consider(t);

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
+use kubesvc_runtime::wellknown::NAMESPACE_NODE_LEASE;
 use serde_json::json;
 
 /// How often the Lease is renewed (a real kubelet: every 10 s).
@@ -29,6 +30,8 @@ struct Shared {
     /// Pods being deleted are finished (removed), as a kubelet confirms.
     finish_deletions: AtomicBool,
     next_ip: AtomicU32,
+    /// The node's InternalIP, which its pods report as hostIP.
+    host_ip: String,
 }
 
 pub struct FakeKubelet {
@@ -50,10 +53,10 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-/// The status a kubelet writes for a started pod.
-pub fn running_status(ip: &str, ready: bool) -> serde_json::Value {
+/// The status a kubelet on the node at `host_ip` writes for a started pod.
+pub fn running_status(ip: &str, host_ip: &str, ready: bool) -> serde_json::Value {
     let s = if ready { "True" } else { "False" };
-    json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "192.168.240.1",
+    json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
     "conditions": [
         {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
         {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
@@ -66,10 +69,11 @@ impl FakeKubelet {
     /// Registers node `name` (pods get IPs 10.244.`index`.x) and starts acting as its kubelet.
     pub async fn start(client: Client, name: &str, index: u8, labels: serde_json::Value) -> Result<FakeKubelet> {
         let nodes: Api<Node> = Api::all(client.clone());
+        let host_ip = format!("192.168.240.{}", 10 + u32::from(index));
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": labels},
             "status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
-                "addresses": [{"type": "InternalIP", "address": format!("192.168.240.{}", 10 + u32::from(index))}]}
+                "addresses": [{"type": "InternalIP", "address": host_ip}]}
         }))?;
         let node = nodes.create(&PostParams::default(), &node).await?;
         let status = json!({"status": {"conditions": [
@@ -81,8 +85,9 @@ impl FakeKubelet {
             ready_on_start: AtomicBool::new(true),
             finish_deletions: AtomicBool::new(true),
             next_ip: AtomicU32::new(u32::from(Ipv4Addr::new(10, 244, index, 2))),
+            host_ip,
         });
-        let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+        let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE_NODE_LEASE);
         let lease: Lease = serde_json::from_value(json!({
             "metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node.uid()}]},
             "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": MicroTime(jiff::Timestamp::now())}
@@ -130,8 +135,8 @@ impl FakeKubelet {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let p = api.get(pod).await?;
         let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
-        api.patch_status(pod, &PatchParams::default(), &Patch::Merge(json!({"status": running_status(&ip, ready)})))
-            .await?;
+        let status = running_status(&ip, &self.shared.host_ip, ready);
+        api.patch_status(pod, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
         Ok(())
     }
 }
@@ -164,7 +169,7 @@ async fn run_pods(client: Client, node: String, shared: Arc<Shared>) {
                 .patch_status(
                     &name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"status": running_status(&ip, ready)})),
+                    &Patch::Merge(json!({"status": running_status(&ip, &shared.host_ip, ready)})),
                 )
                 .await;
         }

@@ -5,13 +5,11 @@ use serde_json::{Value, json};
 use super::{Rules, keep_status, str_at};
 use crate::meta;
 use crate::validation::NameRule;
+use crate::wellknown::{
+    FINALIZER_NAMESPACE as NAMESPACE_FINALIZER, LABEL_NAMESPACE_NAME as NAMESPACE_NAME_LABEL, TAINT_NODE_NOT_READY,
+};
 
 pub struct NamespaceRules;
-
-/// The finalizer the namespace controller removes once a namespace is empty.
-pub const NAMESPACE_FINALIZER: &str = "kubernetes";
-/// The label every namespace carries with its own name.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 impl Rules for NamespaceRules {
     fn name_rule(&self) -> NameRule {
@@ -93,9 +91,9 @@ impl Rules for NodeRules {
     fn prepare_for_create(&self, obj: &mut Value) {
         let taints = meta::object_at(obj, &["spec"]).entry("taints").or_insert_with(|| json!([]));
         if let Some(list) = taints.as_array_mut()
-            && !list.iter().any(|t| t["key"] == "node.kubernetes.io/not-ready" && t["effect"] == "NoSchedule")
+            && !list.iter().any(|t| t["key"] == TAINT_NODE_NOT_READY && t["effect"] == "NoSchedule")
         {
-            list.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
+            list.push(json!({"key": TAINT_NODE_NOT_READY, "effect": "NoSchedule"}));
         }
     }
 

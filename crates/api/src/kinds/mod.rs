@@ -14,7 +14,7 @@ use crate::meta;
 use crate::validation::{ErrorList, NameRule};
 
 pub use apps::{DeploymentRules, ReplicaSetRules};
-pub use core::{EventRules, LeaseRules, NAMESPACE_FINALIZER, NAMESPACE_NAME_LABEL, NamespaceRules, NodeRules};
+pub use core::{EventRules, LeaseRules, NamespaceRules, NodeRules};
 pub use endpoints::{EndpointSliceRules, EndpointsRules};
 pub use pod::{PodRules, default_pod_spec, qos_class};
 pub use service::ServiceRules;

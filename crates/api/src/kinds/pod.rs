@@ -9,6 +9,7 @@ use super::{Generation, Rules, keep_status, str_at};
 use crate::meta;
 use crate::quantity;
 use crate::validation::{ErrorList, FieldError, is_dns1123_label, is_dns1123_subdomain, port_num_error};
+use crate::wellknown::{TAINT_NODE_NOT_READY, TAINT_NODE_UNREACHABLE};
 
 pub struct PodRules;
 
@@ -301,7 +302,7 @@ fn validate_containers(
 fn default_toleration_seconds(obj: &mut Value) {
     let tolerations = meta::object_at(obj, &["spec"]).entry("tolerations").or_insert_with(|| json!([]));
     let Some(list) = tolerations.as_array_mut() else { return };
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [TAINT_NODE_NOT_READY, TAINT_NODE_UNREACHABLE] {
         let tolerated = list.iter().any(|t| {
             let key_ok = t.get("key").and_then(Value::as_str).is_none_or(|k| k.is_empty() || k == key);
             let effect_ok = t.get("effect").and_then(Value::as_str).is_none_or(|e| e.is_empty() || e == "NoExecute");

@@ -18,18 +18,14 @@ use tokio::sync::watch;
 
 use crate::Error;
 use crate::claim::{self, Claim, controller_of};
-use crate::events::{EventType, Recorder, reference};
-use crate::informer::Informer;
 use crate::ownerindex::OwnerIndex;
-use crate::queue::WorkQueue;
-use crate::selector;
+use kubesvc_runtime::Informer;
+use kubesvc_runtime::events::{EventType, Recorder, reference};
+use kubesvc_runtime::selector;
+use kubesvc_runtime::{Change, ObjectKey, WorkQueue, key_of};
 use util::*;
 
-type Key = (String, String);
-
-fn key_of<K: ResourceExt>(o: &K) -> Key {
-    (o.namespace().unwrap_or_default(), o.name_any())
-}
+type Key = ObjectKey;
 
 pub struct Controller {
     client: Client,
@@ -60,23 +56,19 @@ impl Controller {
             queue: WorkQueue::new(),
         });
         let q = c.queue.clone();
-        deployments.on_change(move |old, new| {
-            if let Some(d) = new.or(old) {
-                q.add(key_of(d));
-            }
-        });
+        deployments.on_change(move |change| q.add(key_of(change.object())));
         let weak = Arc::downgrade(&c);
-        sets_informer.on_change(move |old, new| {
+        sets_informer.on_change(move |change| {
             let Some(me) = weak.upgrade() else { return };
-            for rs in [old, new].into_iter().flatten() {
+            for rs in [change.before(), change.after()].into_iter().flatten() {
                 me.enqueue_owner_of(rs);
             }
         });
         // Recreate waits for old pods to be gone.
         let weak = Arc::downgrade(&c);
-        pods_informer.on_change(move |old, new| {
+        pods_informer.on_change(move |change| {
             let Some(me) = weak.upgrade() else { return };
-            if let (Some(p), None) = (old, new) {
+            if let Change::Deleted(p) = change {
                 let ns = p.namespace().unwrap_or_default();
                 if let Some(r) = controller_of(&p.metadata).filter(|r| r.kind == "ReplicaSet")
                     && let Some(rs) = me.set_store.get(&ObjectRef::new(&r.name).within(&ns))
@@ -115,7 +107,7 @@ impl Controller {
 
     pub fn spawn(self: &Arc<Self>, workers: usize, stop: watch::Receiver<bool>) {
         let me = self.clone();
-        crate::endpoints::run_workers(self.queue.clone(), workers, stop, move |key| {
+        kubesvc_runtime::run_workers(self.queue.clone(), workers, stop, move |key| {
             let me = me.clone();
             async move { me.sync(&key).await }
         });

@@ -16,7 +16,7 @@ pub const ANNOTATION_REVISION_HISTORY: &str = "deployment.kubernetes.io/revision
 pub const ANNOTATION_DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
 pub const ANNOTATION_MAX: &str = "deployment.kubernetes.io/max-replicas";
 pub const ANNOTATION_ROLLBACK_TO: &str = "deprecated.deployment.rollback.to";
-const ANNOTATION_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+use kubesvc_runtime::wellknown::ANNOTATION_LAST_APPLIED;
 /// Annotations never copied between a Deployment and its ReplicaSets.
 pub const SKIPPED_ANNOTATIONS: &[&str] = &[
     ANNOTATION_LAST_APPLIED,

@@ -11,12 +11,13 @@ use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::events::{EventType, Recorder, reference};
 use crate::podindex::{PodIndex, ServiceKey};
-use crate::queue::WorkQueue;
 use crate::slices::Slices;
 use crate::trigger::TriggerTimes;
 use crate::{Informers, Options};
+use kubesvc_runtime::events::{EventType, Recorder, reference};
+use kubesvc_runtime::wellknown::LABEL_TOPOLOGY_ZONE;
+use kubesvc_runtime::{Change, WorkQueue, key_of};
 use reconcile::MANAGED_BY;
 
 pub struct Controller {
@@ -46,22 +47,20 @@ impl Controller {
             slices,
         });
         let q = c.queue.clone();
-        informers.services.on_change(move |old, new| {
-            if let Some(s) = new.or(old) {
-                q.add((s.namespace().unwrap_or_default(), s.name_any()));
-            }
-        });
+        informers.services.on_change(move |change| q.add(key_of(change.object())));
         let q = c.queue.clone();
         index.subscribe(move |key| q.add(key.clone()));
         // A node appearing or changing zone changes endpoints of pods on it.
         let (q, svcs) = (c.queue.clone(), informers.services.store().clone());
-        informers.nodes.on_change(move |old, new| {
-            let zone = |n: Option<&k8s_openapi::api::core::v1::Node>| {
-                n.map(|n| n.labels().get("topology.kubernetes.io/zone").cloned())
+        informers.nodes.on_change(move |change| {
+            let zone = |n: &k8s_openapi::api::core::v1::Node| n.labels().get(LABEL_TOPOLOGY_ZONE).cloned();
+            let relevant = match change {
+                Change::Modified { old, new } => zone(old) != zone(new),
+                Change::Added(_) | Change::Deleted(_) => true,
             };
-            if old.is_none() || new.is_none() || zone(old) != zone(new) {
+            if relevant {
                 for s in svcs.state() {
-                    q.add((s.namespace().unwrap_or_default(), s.name_any()));
+                    q.add(key_of(&*s));
                 }
             }
         });
@@ -70,7 +69,7 @@ impl Controller {
 
     pub fn spawn(self: &Arc<Self>, workers: usize, stop: watch::Receiver<bool>) {
         let me = self.clone();
-        crate::endpoints::run_workers(self.queue.clone(), workers, stop, move |key| {
+        kubesvc_runtime::run_workers(self.queue.clone(), workers, stop, move |key| {
             let me = me.clone();
             async move { me.sync(&key).await }
         });

@@ -18,13 +18,13 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::ResourceExt;
 
-use crate::podutil::{self, find_port, format_trigger_time, hostname_for, is_headless, should_be_in_endpoints};
+use crate::podutil::{self, find_port, format_trigger_time, hostname_for, should_be_in_endpoints};
+use kubesvc_runtime::pod::{self, is_headless};
 
 pub use crate::slices::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
-pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
-pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+use kubesvc_runtime::wellknown::LABEL_TOPOLOGY_ZONE as LABEL_ZONE;
+pub use kubesvc_runtime::wellknown::{ANNOTATION_TRIGGER_TIME, LABEL_HEADLESS};
 
 /// What to write.
 #[derive(Debug, Default)]
@@ -99,7 +99,7 @@ pub fn address_types(svc: &Service) -> Vec<&'static str> {
             })
             .collect();
     }
-    match spec.and_then(|s| s.cluster_ip.as_deref()).and_then(podutil::parse_ip_lenient) {
+    match spec.and_then(|s| s.cluster_ip.as_deref()).and_then(pod::parse_ip_lenient) {
         Some(IpAddr::V4(_)) => vec!["IPv4"],
         Some(IpAddr::V6(_)) => vec!["IPv6"],
         None => vec!["IPv4", "IPv6"],
@@ -185,13 +185,10 @@ fn apply_hints(svc: &Service, endpoints: &mut [Endpoint]) {
 /// The endpoint a pod gives in slices of `address_type`.
 fn endpoint_for(svc: &Service, pod: &Pod, node: Option<&Node>, address_type: &str) -> Endpoint {
     let pnra = svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
-    let serving = podutil::is_ready(pod);
+    let serving = pod::is_ready(pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
-    let addresses: Vec<String> = podutil::pod_ips(pod)
-        .into_iter()
-        .filter(|ip| family_matches(ip, address_type))
-        .map(|ip| ip.to_string())
-        .collect();
+    let addresses: Vec<String> =
+        pod::pod_ips(pod).into_iter().filter(|ip| family_matches(ip, address_type)).map(|ip| ip.to_string()).collect();
     let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
     Endpoint {
         addresses,

@@ -1,4 +1,4 @@
-//! Events as Kubernetes' controllers record them (core/v1, what `kubectl
+//! Events as Kubernetes' components record them (core/v1, what `kubectl
 //! describe` lists): one Event per distinct (object, type, reason, message),
 //! whose count and lastTimestamp grow when it happens again.
 
@@ -36,11 +36,12 @@ struct Seen {
 /// What makes two events the same: (object uid, object name, type, reason, message).
 type EventKey = (String, String, EventType, String, String);
 
-/// Records events for one component (e.g. `deployment-controller`).
+/// Records events for one component (e.g. `deployment-controller`, or `kubelet` on a host).
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
-    component: &'static str,
+    component: Arc<str>,
+    host: Option<Arc<str>>,
     seen: Arc<Mutex<HashMap<EventKey, Seen>>>,
 }
 
@@ -62,8 +63,14 @@ fn now() -> Time {
 }
 
 impl Recorder {
-    pub fn new(client: Client, component: &'static str) -> Self {
-        Recorder { client, component, seen: Arc::new(Mutex::new(HashMap::new())) }
+    pub fn new(client: Client, component: &str) -> Self {
+        Recorder { client, component: component.into(), host: None, seen: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Events from a component on one host, as kubelet reports them (`source.host`).
+    pub fn on_host(mut self, host: &str) -> Self {
+        self.host = Some(host.into());
+        self
     }
 
     /// Records an event; failures are logged, never returned (events are best effort).
@@ -108,9 +115,12 @@ impl Recorder {
             reason: Some(reason.into()),
             message: Some(message.into()),
             type_: Some(ty.as_str().into()),
-            source: Some(EventSource { component: Some(self.component.into()), host: None }),
-            reporting_component: Some(self.component.into()),
-            reporting_instance: Some(self.component.into()),
+            source: Some(EventSource {
+                component: Some(self.component.to_string()),
+                host: self.host.as_deref().map(str::to_owned),
+            }),
+            reporting_component: Some(self.component.to_string()),
+            reporting_instance: Some(self.host.as_deref().unwrap_or(&self.component).to_string()),
             first_timestamp: Some(at.clone()),
             last_timestamp: Some(at),
             count: Some(1),

@@ -1,8 +1,7 @@
 //! Shared informers: one watch per resource feeding a reflector store and
-//! every controller's change handlers, with the old version of each object
-//! (controllers need it: a pod whose labels changed leaves some Services and
-//! joins others). Objects gone while the watch was re-listing are reported
-//! as deleted.
+//! every change handler, with the old version of each object (a pod whose
+//! labels changed leaves some Services and joins others). Objects gone while
+//! the watch was re-listing are reported as deleted.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -20,11 +19,71 @@ use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-/// Called with (old, new): `old` is `None` for an add, `new` is `None` for a delete.
-pub type Handler<K> = Arc<dyn Fn(Option<&K>, Option<&K>) + Send + Sync>;
+/// One change an informer saw.
+#[derive(Debug)]
+pub enum Change<'a, K> {
+    Added(&'a K),
+    Modified {
+        old: &'a K,
+        new: &'a K,
+    },
+    /// The object's last known state.
+    Deleted(&'a K),
+}
+
+impl<K> Clone for Change<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Change<'_, K> {}
+
+impl<'a, K> Change<'a, K> {
+    /// From what was there before and what is there now; `None` when both are missing.
+    pub fn between(old: Option<&'a K>, new: Option<&'a K>) -> Option<Self> {
+        match (old, new) {
+            (None, Some(n)) => Some(Change::Added(n)),
+            (Some(old), Some(new)) => Some(Change::Modified { old, new }),
+            (Some(o), None) => Some(Change::Deleted(o)),
+            (None, None) => None,
+        }
+    }
+
+    /// The object before the change (`None` for an add).
+    pub fn before(&self) -> Option<&'a K> {
+        match *self {
+            Change::Added(_) => None,
+            Change::Modified { old, .. } | Change::Deleted(old) => Some(old),
+        }
+    }
+
+    /// The object after the change (`None` for a delete).
+    pub fn after(&self) -> Option<&'a K> {
+        match *self {
+            Change::Added(new) | Change::Modified { new, .. } => Some(new),
+            Change::Deleted(_) => None,
+        }
+    }
+
+    /// The latest state: the new object, or the last state of a deleted one.
+    pub fn object(&self) -> &'a K {
+        match *self {
+            Change::Added(k) | Change::Modified { new: k, .. } | Change::Deleted(k) => k,
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        matches!(self, Change::Deleted(_))
+    }
+}
+
+/// A change handler.
+pub type Handler<K> = Arc<dyn Fn(Change<'_, K>) + Send + Sync>;
 
 pub struct Informer<K: Resource<DynamicType = ()> + Clone + 'static> {
     api: Api<K>,
+    config: watcher::Config,
     store: Store<K>,
     writer: parking_lot::Mutex<Option<Writer<K>>>,
     handlers: RwLock<Vec<Handler<K>>>,
@@ -37,9 +96,15 @@ where
     ObjectRef<K>: Hash + Eq,
 {
     pub fn new(api: Api<K>) -> Arc<Self> {
+        Self::with_config(api, watcher::Config::default())
+    }
+
+    /// An informer over the objects `config` selects (labels, fields).
+    pub fn with_config(api: Api<K>, config: watcher::Config) -> Arc<Self> {
         let writer = Writer::default();
         Arc::new(Informer {
             api,
+            config,
             store: writer.as_reader(),
             writer: parking_lot::Mutex::new(Some(writer)),
             handlers: RwLock::new(Vec::new()),
@@ -52,14 +117,14 @@ where
     }
 
     /// Adds a change handler (before [`Informer::start`], to see every object).
-    pub fn on_change(&self, f: impl Fn(Option<&K>, Option<&K>) + Send + Sync + 'static) {
+    pub fn on_change(&self, f: impl Fn(Change<'_, K>) + Send + Sync + 'static) {
         self.handlers.write().push(Arc::new(f));
     }
 
-    fn dispatch(&self, old: Option<&K>, new: Option<&K>) {
+    fn dispatch(&self, change: Change<'_, K>) {
         let handlers: Vec<Handler<K>> = self.handlers.read().clone();
         for h in handlers {
-            h(old, new);
+            h(change);
         }
     }
 
@@ -68,7 +133,7 @@ where
         let Some(mut writer) = self.writer.lock().take() else { return };
         let me = self.clone();
         tokio::spawn(async move {
-            let stream = watcher::watcher(me.api.clone(), watcher::Config::default()).default_backoff();
+            let stream = watcher::watcher(me.api.clone(), me.config.clone()).default_backoff();
             let mut stream = std::pin::pin!(stream);
             // A (re-)list is applied at its end, all at once; its changes are reported then,
             // so handlers never run ahead of the store.
@@ -90,7 +155,10 @@ where
                     Event::Apply(obj) => {
                         let old = me.store.get(&ObjectRef::from_obj(obj));
                         writer.apply_watcher_event(&ev);
-                        me.dispatch(old.as_deref(), Some(obj));
+                        me.dispatch(match old.as_deref() {
+                            Some(old) => Change::Modified { old, new: obj },
+                            None => Change::Added(obj),
+                        });
                     }
                     Event::InitApply(obj) => {
                         let old = me.store.get(&ObjectRef::from_obj(obj));
@@ -99,7 +167,7 @@ where
                     }
                     Event::Delete(obj) => {
                         writer.apply_watcher_event(&ev);
-                        me.dispatch(Some(obj), None);
+                        me.dispatch(Change::Deleted(obj));
                     }
                     Event::Init => {
                         listed.clear();
@@ -117,10 +185,13 @@ where
                             .collect();
                         writer.apply_watcher_event(&ev);
                         for (old, new) in listed.drain(..) {
-                            me.dispatch(old.as_deref(), Some(&new));
+                            me.dispatch(match old.as_deref() {
+                                Some(old) => Change::Modified { old, new: &new },
+                                None => Change::Added(&new),
+                            });
                         }
                         for o in gone {
-                            me.dispatch(Some(&o), None);
+                            me.dispatch(Change::Deleted(&o));
                         }
                         me.synced.send_replace(true);
                     }
@@ -138,5 +209,23 @@ where
     pub async fn synced(&self) {
         let mut rx = self.synced.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Change;
+
+    #[test]
+    fn a_change_knows_its_sides() {
+        let (a, b) = (1, 2);
+        let added = Change::between(None, Some(&a)).unwrap();
+        assert_eq!((added.before(), added.after(), *added.object()), (None, Some(&1), 1));
+        let modified = Change::between(Some(&a), Some(&b)).unwrap();
+        assert_eq!((modified.before(), modified.after(), *modified.object()), (Some(&1), Some(&2), 2));
+        let deleted = Change::between(Some(&a), None).unwrap();
+        assert!(deleted.is_deleted());
+        assert_eq!((deleted.before(), deleted.after(), *deleted.object()), (Some(&1), None, 1));
+        assert!(Change::<i32>::between(None, None).is_none());
     }
 }
