@@ -1,5 +1,6 @@
 //! The API below kubectl: raw requests (auth, limits, formats, errors) and
 //! kube-rs (watches, paging, deletion semantics), each test on its own server.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod common;
 

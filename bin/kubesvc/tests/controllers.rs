@@ -2,6 +2,7 @@
 //! stood in for by `testsupport::kubelet` (it writes pod status as a kubelet
 //! would): deployments become ready pods, pods become endpoints, endpoints
 //! follow readiness, termination and node health; deletion cascades.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod common;
 

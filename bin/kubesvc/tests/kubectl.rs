@@ -1,4 +1,5 @@
 //! The real kubectl against kubesvc, each test in its own network namespace.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The official Python client (pip package `kubernetes`) against kubesvc.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Durability: objects and resourceVersions survive a clean restart and a kill -9.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Service address allocation end to end: cluster IPs and node ports as a
 //! real cluster hands them out, refuses them and gives them back, the
 //! built-in Services, and the repair of allocations after a crash.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod common;
 

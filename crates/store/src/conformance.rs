@@ -2,7 +2,8 @@
 //!
 //! Each case takes a fresh, empty store. Backends instantiate the whole suite
 //! with [`conformance_tests!`](crate::conformance_tests), one test per case;
-//! durable backends also run [`restart_keeps_everything`] and [`soak`] with a reopen.
+//! durable backends also run [`restart_keeps_everything`] and [`soak_steps`] with a reopen.
+#![allow(clippy::unwrap_used)] // A test suite: a failed step is a failed test.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -7,9 +7,9 @@
 //! has not been compacted; a watch replays every change from a revision on;
 //! compaction forgets history below a revision but never a live value.
 //!
-//! Layout: [`Store`] is the trait, [`types`] its vocabulary; [`memory`] and
-//! [`redb`](crate::redb) are the backends; [`conformance`] is the test suite that every
-//! backend must pass.
+//! Layout: [`Store`] is the trait, [`Txn`], [`Compare`], [`Op`] and the
+//! other types its vocabulary; [`memory`] and [`redb`](mod@crate::redb) are
+//! the backends; [`conformance`] is the test suite that every backend must pass.
 
 pub mod conformance;
 mod hub;

@@ -1,4 +1,5 @@
 //! The store conformance suite, run against every backend.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod memory {
     kubesvc_store::conformance_tests!(|| async { kubesvc_store::memory::MemoryStore::new() });

@@ -1,5 +1,6 @@
 //! The codec against k8s-pb's prost types: what we encode, prost decodes to
 //! the same values; what prost (like Go) encodes, we decode to the same JSON.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 use k8s_pb::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
