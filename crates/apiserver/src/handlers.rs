@@ -5,10 +5,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use kubesvc_api::kinds::{Binding, scale};
 use kubesvc_api::meta;
 use kubesvc_api::patch::PatchType;
 use kubesvc_api::resources::{Resource, Subresource};
-use kubesvc_api::selector::LabelSelector;
 use kubesvc_api::status::{GroupKind, StatusError, delete_success};
 use kubesvc_api::validation::{ErrorList, FieldError};
 use serde_json::{Value, json};
@@ -121,8 +121,10 @@ async fn serve_resource(
         }
         (&Method::PUT, Some(name), Some(Subresource::Scale)) => {
             let bytes = web::read_body(body).await?;
-            let scale = web::decode_meta(&parts.headers, &bytes, "io.k8s.api.autoscaling.v1.Scale")?;
-            put_scale(state, r, &rp.namespace, name, scale, write_options(&q)?).await
+            let scale = web::decode_meta(&parts.headers, &bytes, scale::SCALE_TYPE)?;
+            // PUT's resourceVersion is a precondition.
+            let rv = meta::resource_version(&scale).to_string();
+            set_replicas(state, r, &rp.namespace, name, &scale, Some(rv), write_options(&q)?).await
         }
         (&Method::PUT, Some(name), sub @ (None | Some(Subresource::Status) | Some(Subresource::Finalize))) => {
             let bytes = web::read_body(body).await?;
@@ -157,12 +159,7 @@ async fn serve_resource(
         (&Method::DELETE, Some(name), None) => {
             let bytes = web::read_body(body).await?;
             let opts = delete_options(&parts.headers, &bytes, &q)?;
-            let deleted = if r.plural == "namespaces" {
-                state.registry.delete_namespace(r, name, &opts).await?
-            } else {
-                state.registry.delete(r, &rp.namespace, name, &opts).await?
-            };
-            Ok(match deleted {
+            Ok(match state.registry.delete(r, &rp.namespace, name, &opts).await? {
                 Deleted::Pending(obj) => output::object(r, n, StatusCode::OK, &obj, IncludeObject::Metadata),
                 Deleted::Gone(obj) if r.rules.return_deleted_object() => {
                     output::object(r, n, StatusCode::OK, &obj, IncludeObject::Metadata)
@@ -216,8 +213,7 @@ async fn create(
     let mut obj = web::decode_object(headers, bytes, r)?;
     registry::check_type(r, &mut obj)?;
     let mut warnings = registry::canonical_input(r, &mut obj, opts.field_validation)?;
-    let ns = if r.plural == "namespaces" { String::new() } else { rp.namespace.clone() };
-    let w = state.registry.create(r, &ns, obj, opts).await?;
+    let w = state.registry.create(r, &rp.namespace, obj, opts).await?;
     warnings.extend(w.warnings.iter().cloned());
     Ok(written(r, n, Written { warnings, ..w }))
 }
@@ -283,13 +279,7 @@ async fn delete_collection(
         entries.iter().filter(|e| filter.matches(e)).map(|e| (e.namespace.clone(), e.name.clone())).collect();
     // Concurrently, so the deletions share the store's group commits.
     let results: Vec<_> = futures::stream::iter(names)
-        .map(|(ns, name)| async move {
-            if r.plural == "namespaces" {
-                state.registry.delete_namespace(r, &name, opts).await
-            } else {
-                state.registry.delete(r, &ns, &name, opts).await
-            }
-        })
+        .map(|(ns, name)| async move { state.registry.delete(r, &ns, &name, opts).await })
         .buffered(32)
         .collect()
         .await;
@@ -309,62 +299,31 @@ async fn delete_collection(
     ))
 }
 
-fn scale_of(obj: &Value) -> Value {
-    let selector =
-        LabelSelector::from_api(meta::get(obj, &["spec", "selector"])).map(|s| s.to_string()).unwrap_or_default();
-    let m = meta::meta(obj);
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {"name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"),
-                     "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp")},
-        "spec": {"replicas": meta::get(obj, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1)},
-        "status": {"replicas": meta::get(obj, &["status", "replicas"]).and_then(Value::as_i64).unwrap_or(0), "selector": selector},
-    })
-}
-
 fn scale_response(obj: &Value) -> Response<Body> {
-    respond_value(StatusCode::OK, web::Format::Json, &scale_of(obj))
+    respond_value(StatusCode::OK, web::Format::Json, &scale::scale_of(obj))
 }
 
-/// Sets the replicas of a deployment or replica set through its scale: only
-/// `spec.replicas` changes, on the object as it is in the store.
+/// Writes a workload's replicas through its scale: only `spec.replicas`
+/// changes, on the object as it is in the store.
 async fn set_replicas(
     state: &Arc<State>,
     r: &'static Resource,
     ns: &str,
     name: &str,
-    replicas: i64,
+    scale: &Value,
     precondition: Option<String>,
     opts: WriteOptions,
 ) -> Result<Response<Body>, StatusError> {
-    if replicas < 0 {
-        let mut errs = ErrorList::new();
-        errs.push(FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0"));
-        return Err(StatusError::invalid(GroupKind { group: "autoscaling", kind: "Scale" }, name, &errs));
-    }
+    let replicas = scale::requested_replicas(scale, name)?;
     let m = MutateOptions { resource_version: precondition.as_deref(), dry_run: opts.dry_run };
     let obj = state
         .registry
         .mutate(r, ns, name, None, m, |obj| {
-            meta::object_at(obj, &["spec"]).insert("replicas".into(), json!(replicas));
+            scale::set_replicas(obj, replicas);
             Ok(())
         })
         .await?;
     Ok(scale_response(&obj))
-}
-
-async fn put_scale(
-    state: &Arc<State>,
-    r: &'static Resource,
-    ns: &str,
-    name: &str,
-    scale: Value,
-    opts: WriteOptions,
-) -> Result<Response<Body>, StatusError> {
-    let replicas = meta::get(&scale, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(0);
-    let rv = meta::resource_version(&scale).to_string();
-    set_replicas(state, r, ns, name, replicas, Some(rv), opts).await
 }
 
 async fn patch_scale(
@@ -376,20 +335,21 @@ async fn patch_scale(
     body: &[u8],
     opts: WriteOptions,
 ) -> Result<Response<Body>, StatusError> {
-    let current = scale_of(&state.registry.get(r, ns, name).await?.value());
-    let def = kubesvc_api::schema::def("io.k8s.api.autoscaling.v1.Scale").expect("Scale is in the schema table");
+    let current = scale::scale_of(&state.registry.get(r, ns, name).await?.value());
+    let def = kubesvc_api::schema::def(scale::SCALE_TYPE)
+        .ok_or_else(|| StatusError::internal("the Scale type is missing from the schema table"))?;
     let patched = kubesvc_api::patch::apply(ty, &current, body, def).map_err(|e| match e {
         kubesvc_api::patch::PatchError::BadRequest(m) => StatusError::bad_request(m),
         other => StatusError::new(422, "Invalid", other.to_string()),
     })?;
-    let replicas = meta::get(&patched, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(0);
     // A resourceVersion the patch sets is a precondition.
     let rv = meta::resource_version(&patched).to_string();
     let precondition = (rv != meta::resource_version(&current)).then_some(rv);
-    set_replicas(state, r, ns, name, replicas, precondition, opts).await
+    set_replicas(state, r, ns, name, &patched, precondition, opts).await
 }
 
-/// pods/binding: assigns a pod to a node, once.
+/// pods/binding: assigns a pod to a node, once; the checks run on the pod as
+/// stored, inside the compare-and-swap.
 async fn bind(
     state: &Arc<State>,
     rp: &ResourcePath,
@@ -397,55 +357,11 @@ async fn bind(
     headers: &http::HeaderMap,
     bytes: &[u8],
 ) -> Result<Response<Body>, StatusError> {
-    let binding = web::decode_meta(headers, bytes, "io.k8s.api.core.v1.Binding")?;
-    let node = meta::get_str(&binding, &["target", "name"]).to_string();
-    if node.is_empty() {
-        let mut errs = ErrorList::new();
-        errs.push(FieldError::required("target.name", ""));
-        return Err(StatusError::invalid(GroupKind { group: "", kind: "Binding" }, name, &errs));
-    }
-    let r = rp.resource;
-    let annotations = meta::get(&binding, &["metadata", "annotations"]).and_then(Value::as_object).cloned();
-    let uid = meta::uid(&binding).to_string();
-    // The checks run on the object as stored, inside the compare-and-swap: a pod binds once.
+    let binding = Binding::parse(&web::decode_meta(headers, bytes, "io.k8s.api.core.v1.Binding")?, name)?;
+    let sub = Some(Subresource::Binding);
     state
         .registry
-        .mutate(r, &rp.namespace, name, Some(Subresource::Binding), MutateOptions::default(), move |pod| {
-            if !uid.is_empty() && uid != meta::uid(pod) {
-                return Err(StatusError::conflict(
-                    r.gr(),
-                    name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta::uid(pod)),
-                ));
-            }
-            let assigned = meta::get_str(pod, &["spec", "nodeName"]);
-            if !assigned.is_empty() {
-                return Err(StatusError::conflict(r.gr(), name, &format!("pod {name} is already assigned to node {assigned:?}")));
-            }
-            if meta::deletion_timestamp(pod).is_some() {
-                return Err(StatusError::conflict(
-                    r.gr(),
-                    name,
-                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
-                ));
-            }
-            meta::object_at(pod, &["spec"]).insert("nodeName".into(), json!(node.clone()));
-            if let Some(a) = &annotations {
-                let m = meta::object_at(pod, &["metadata", "annotations"]);
-                for (k, v) in a {
-                    m.insert(k.clone(), v.clone());
-                }
-            }
-            let status = meta::object_at(pod, &["status"]);
-            let conditions = status.entry("conditions").or_insert_with(|| json!([]));
-            if let Some(list) = conditions.as_array_mut() {
-                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-                list.push(
-                    json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": kubesvc_api::time::now_string()}),
-                );
-            }
-            Ok(())
-        })
+        .mutate(rp.resource, &rp.namespace, name, sub, MutateOptions::default(), |pod| binding.apply(pod))
         .await?;
     Ok(respond_value(
         StatusCode::CREATED,

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Rules, keep_status, str_at};
+use super::{Deletion, Rules, keep_status, str_at};
 use crate::meta;
 use crate::validation::NameRule;
 use crate::wellknown::{
@@ -55,6 +55,23 @@ impl Rules for NamespaceRules {
 
     fn return_deleted_object(&self) -> bool {
         true
+    }
+
+    fn deletion(&self) -> Deletion {
+        Deletion::Terminating
+    }
+
+    fn undeletable(&self, name: &str) -> Option<&'static str> {
+        // Kubernetes' immortal namespaces.
+        matches!(name, "default" | "kube-system" | "kube-public").then_some("this namespace may not be deleted")
+    }
+
+    fn mark_terminating(&self, obj: &mut Value) {
+        meta::object_at(obj, &["status"]).insert("phase".into(), json!("Terminating"));
+    }
+
+    fn kind_finalizers_pending(&self, obj: &Value) -> bool {
+        meta::get(obj, &["spec", "finalizers"]).and_then(Value::as_array).is_some_and(|f| !f.is_empty())
     }
 
     fn field_labels(&self) -> (&'static [&'static str], bool) {

@@ -6,6 +6,7 @@ mod apps;
 mod core;
 mod endpoints;
 mod pod;
+pub mod scale;
 pub mod service;
 
 use serde_json::Value;
@@ -16,7 +17,7 @@ use crate::validation::{ErrorList, NameRule};
 pub use apps::{DeploymentRules, ReplicaSetRules};
 pub use core::{EventRules, LeaseRules, NamespaceRules, NodeRules};
 pub use endpoints::{EndpointSliceRules, EndpointsRules};
-pub use pod::{PodRules, default_pod_spec, qos_class};
+pub use pod::{Binding, PodRules, default_pod_spec, qos_class};
 pub use service::ServiceRules;
 
 /// When `metadata.generation` moves.
@@ -30,6 +31,16 @@ pub enum Generation {
     SpecOrAnnotations,
     /// 1 on create, +1 when anything outside metadata, or the labels, change (endpoint slices).
     ContentOrLabels,
+}
+
+/// How DELETE treats a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// The generic store's way: a grace period (pods), then finalizers, else gone at once.
+    Standard,
+    /// Always marked terminating first, whatever finalizers it has; the kind's own
+    /// controller empties it and removes it (namespaces).
+    Terminating,
 }
 
 /// The behaviour of one kind. Defaults fit a namespaced kind with a DNS
@@ -100,6 +111,24 @@ pub trait Rules: Send + Sync + 'static {
 
     /// Whether DELETE answers with the deleted object rather than a Status.
     fn return_deleted_object(&self) -> bool {
+        false
+    }
+
+    fn deletion(&self) -> Deletion {
+        Deletion::Standard
+    }
+
+    /// Why an object of this name may never be deleted, if so.
+    fn undeletable(&self, _name: &str) -> Option<&'static str> {
+        None
+    }
+
+    /// What marking a [`Deletion::Terminating`] object as deleted changes beyond its deletionTimestamp.
+    fn mark_terminating(&self, _obj: &mut Value) {}
+
+    /// Whether finalizers of the kind's own (a namespace's `spec.finalizers`) still
+    /// hold an object being deleted once its metadata finalizers are gone.
+    fn kind_finalizers_pending(&self, _obj: &Value) -> bool {
         false
     }
 

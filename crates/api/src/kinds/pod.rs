@@ -1,5 +1,6 @@
 //! Pods: scheme defaults for pod specs (shared with pod templates), QoS class,
-//! graceful deletion, spec immutability and the validation services rely on.
+//! graceful deletion, spec immutability, the validation services rely on, and
+//! binding to a node.
 
 use std::collections::HashSet;
 
@@ -8,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::{Generation, Rules, keep_status, str_at};
 use crate::meta;
 use crate::quantity;
+use crate::status::{GroupKind, GroupResource, StatusError};
 use crate::validation::{ErrorList, FieldError, is_dns1123_label, is_dns1123_subdomain, port_num_error};
 use crate::wellknown::{TAINT_NODE_NOT_READY, TAINT_NODE_UNREACHABLE};
 
@@ -618,5 +620,113 @@ mod tests {
         assert!(
             r.validate_update(&new, &old).aggregate().starts_with("spec: Forbidden: pod updates may not change fields")
         );
+    }
+}
+
+/// A `pods/binding` request: the node a pod is assigned to, once.
+#[derive(Debug)]
+pub struct Binding {
+    pub node: String,
+    /// Annotations the binding adds to the pod.
+    pub annotations: Option<Map<String, Value>>,
+    /// The pod's uid, as a precondition, if given.
+    pub uid: String,
+}
+
+/// The `GroupResource` of pods, as binding errors name it.
+const PODS: GroupResource = GroupResource { group: "", resource: "pods" };
+
+impl Binding {
+    /// Reads a decoded core/v1 Binding for pod `name`.
+    pub fn parse(binding: &Value, name: &str) -> Result<Binding, StatusError> {
+        let node = str_at(binding, &["target", "name"]).to_string();
+        if node.is_empty() {
+            let mut errs = ErrorList::new();
+            errs.push(FieldError::required("target.name", ""));
+            return Err(StatusError::invalid(GroupKind { group: "", kind: "Binding" }, name, &errs));
+        }
+        Ok(Binding {
+            node,
+            annotations: meta::get(binding, &["metadata", "annotations"]).and_then(Value::as_object).cloned(),
+            uid: meta::uid(binding).to_string(),
+        })
+    }
+
+    /// Binds `pod` as stored: refused if it is another pod, already assigned, or
+    /// being deleted; else it gets the node, the annotations and PodScheduled=True.
+    pub fn apply(&self, pod: &mut Value) -> Result<(), StatusError> {
+        let name = meta::name(pod).to_string();
+        if !self.uid.is_empty() && self.uid != meta::uid(pod) {
+            return Err(StatusError::conflict(
+                PODS,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    self.uid,
+                    meta::uid(pod)
+                ),
+            ));
+        }
+        let assigned = str_at(pod, &["spec", "nodeName"]);
+        if !assigned.is_empty() {
+            return Err(StatusError::conflict(
+                PODS,
+                &name,
+                &format!("pod {name} is already assigned to node {assigned:?}"),
+            ));
+        }
+        if meta::deletion_timestamp(pod).is_some() {
+            return Err(StatusError::conflict(
+                PODS,
+                &name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        meta::object_at(pod, &["spec"]).insert("nodeName".into(), json!(self.node));
+        if let Some(a) = &self.annotations {
+            let m = meta::object_at(pod, &["metadata", "annotations"]);
+            for (k, v) in a {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        let status = meta::object_at(pod, &["status"]);
+        let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+        if let Some(list) = conditions.as_array_mut() {
+            list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+            list.push(
+                json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": crate::time::now_string()}),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_binds_once() {
+        let b = Binding::parse(&json!({"target": {"name": "node-1"}, "metadata": {"annotations": {"a": "b"}}}), "p")
+            .unwrap();
+        let mut pod = json!({"metadata": {"name": "p", "uid": "u1"}, "spec": {"containers": []},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "False"}]}});
+        b.apply(&mut pod).unwrap();
+        assert_eq!(pod["spec"]["nodeName"], "node-1");
+        assert_eq!(pod["metadata"]["annotations"]["a"], "b");
+        let scheduled: Vec<&Value> = pod["status"]["conditions"].as_array().unwrap().iter().collect();
+        assert_eq!(scheduled.len(), 1);
+        assert_eq!(scheduled[0]["status"], "True");
+        let again = b.apply(&mut pod).unwrap_err();
+        assert_eq!(again.code, 409);
+        assert_eq!(
+            again.message,
+            "Operation cannot be fulfilled on pods \"p\": pod p is already assigned to node \"node-1\""
+        );
+        let err = Binding::parse(&json!({"target": {}}), "p").unwrap_err();
+        assert_eq!(err.code, 422);
+        let wrong = Binding { node: "n".into(), annotations: None, uid: "other".into() };
+        let mut fresh = json!({"metadata": {"name": "p", "uid": "u1"}, "spec": {}});
+        assert_eq!(wrong.apply(&mut fresh).unwrap_err().code, 409);
     }
 }

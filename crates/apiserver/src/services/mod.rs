@@ -25,11 +25,11 @@ use kubesvc_api::resources::Resource;
 use kubesvc_api::status::{GroupKind, StatusError};
 use kubesvc_api::validation::ip::parse_ip_sloppy;
 use kubesvc_api::validation::{ErrorList, FieldError, go_quote};
-use kubesvc_store::{Compare, Op, Store, Txn};
+use kubesvc_store::{Compare, Op, Store};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::Admission;
+use crate::registry::{Admission, TxnAppend};
 use ranges::{IpRange, Owner, Ranges, ip_key, port_key};
 
 /// The service network: one or two IP ranges (primary first) and the node port range.
@@ -226,18 +226,18 @@ impl<'a> Claims<'a> {
     }
 
     /// Claims as creates that must not find the key; releases as deletes at the revision seen.
-    fn finish(self, txn: &mut Txn) -> Result<(), StatusError> {
+    fn finish(self, txn: &mut TxnAppend) -> Result<(), StatusError> {
         if self.dry_run {
             return Ok(());
         }
         let value = Bytes::from(serde_json::to_vec(&self.owner).map_err(StatusError::internal)?);
         for key in self.claimed {
-            txn.compares.push(Compare::ModRevision(key.clone().into_bytes(), 0));
-            txn.ops.push(Op::Put { key: key.into_bytes(), value: value.clone() });
+            txn.compare(Compare::ModRevision(key.clone().into_bytes(), 0));
+            txn.op(Op::Put { key: key.into_bytes(), value: value.clone() });
         }
         for (key, rev) in self.released {
-            txn.compares.push(Compare::ModRevision(key.clone().into_bytes(), rev));
-            txn.ops.push(Op::Delete { key: key.into_bytes() });
+            txn.compare(Compare::ModRevision(key.clone().into_bytes(), rev));
+            txn.op(Op::Delete { key: key.into_bytes() });
         }
         Ok(())
     }
@@ -512,7 +512,7 @@ impl Admission for ServiceAllocator {
         &self,
         _r: &'static Resource,
         obj: &mut Value,
-        txn: &mut Txn,
+        txn: &mut TxnAppend,
         dry_run: bool,
     ) -> Result<(), StatusError> {
         let name = meta::name(obj).to_string();
@@ -532,7 +532,7 @@ impl Admission for ServiceAllocator {
         _r: &'static Resource,
         new: &mut Value,
         old: &Value,
-        txn: &mut Txn,
+        txn: &mut TxnAppend,
         dry_run: bool,
     ) -> Result<(), StatusError> {
         let name = meta::name(new).to_string();
@@ -559,7 +559,7 @@ impl Admission for ServiceAllocator {
         c.finish(txn)
     }
 
-    async fn delete(&self, _r: &'static Resource, old: &Value, txn: &mut Txn) -> Result<(), StatusError> {
+    async fn delete(&self, _r: &'static Resource, old: &Value, txn: &mut TxnAppend) -> Result<(), StatusError> {
         let mut c = Claims::new(self, owner_of(old), false);
         let v = ServiceView::new(old);
         for ip in v.allocated_ips() {
