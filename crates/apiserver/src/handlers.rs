@@ -1,4 +1,4 @@
-//! Request dispatch: authentication, routing, and the verbs on resources.
+//! Request dispatch: authentication and authorization, routing, and the verbs on resources.
 
 use std::sync::Arc;
 
@@ -14,27 +14,56 @@ use kubesvc_api::validation::{ErrorList, FieldError};
 use serde_json::{Value, json};
 
 use crate::State;
+use crate::auth::{self, Decision, GROUP_MASTERS, Identity, User};
 use crate::list::{self, Filter};
 use crate::output::{self, IncludeObject};
 use crate::registry::{self, DeleteOptions, Deleted, FieldValidation, MutateOptions, WriteOptions, Written};
 use crate::web::{self, Body, Negotiated, Query, ResourcePath, Target, respond, respond_error, respond_value};
 use crate::{discovery, openapi, watch};
 
-/// Who made a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Identity {
-    /// A client certificate signed by the cluster CA, with its common name.
-    Certificate(String),
-    Anonymous,
-}
-
-fn authenticated(state: &State, identity: &Identity, req: &Request<Incoming>) -> bool {
-    if matches!(identity, Identity::Certificate(_)) {
-        return true;
+/// The user a request comes from: its client certificate's, or the admin's for the admin bearer token.
+fn authenticate(state: &State, identity: Identity, req: &Request<Incoming>) -> Option<User> {
+    if let Identity::Certificate(user) = identity {
+        return Some(user);
     }
     let bearer =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    bearer.is_some_and(|t| !state.token.is_empty() && constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()))
+    bearer
+        .is_some_and(|t| !state.token.is_empty() && constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()))
+        .then(|| User::new(crate::pki::ADMIN_CN, [GROUP_MASTERS]))
+}
+
+/// What a request asks to do, as the authorizer sees it.
+fn attributes<'a>(target: &'a Target, method: &Method, path: &'a str, q: &Query) -> auth::Request<'a> {
+    let Target::Resource(rp) = target else {
+        let verb = match *method {
+            Method::GET | Method::HEAD => "get",
+            Method::POST => "post",
+            Method::PUT => "put",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            _ => "unknown",
+        };
+        return auth::Request::Path { verb, path };
+    };
+    let verb = match (method, rp.name.is_some()) {
+        (&Method::GET | &Method::HEAD, _) if q.flag("watch") => "watch",
+        (&Method::GET | &Method::HEAD, true) => "get",
+        (&Method::GET | &Method::HEAD, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "unknown",
+    };
+    auth::Request::Resource {
+        verb,
+        resource: rp.resource,
+        subresource: rp.sub.map(|s| s.name()),
+        namespace: &rp.namespace,
+        name: rp.name.as_deref(),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -46,8 +75,17 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, identity: Identit
     let target = web::route(req.uri().path());
     // Health and version are public, as Kubernetes' default RBAC has them.
     let public = matches!(target, Target::Health(_) | Target::Version) && req.method() == Method::GET;
-    if !public && !authenticated(&state, &identity, &req) {
-        return respond_error(&StatusError::unauthorized(), Negotiated::JSON);
+    match authenticate(&state, identity, &req) {
+        Some(user) => {
+            let q = Query::parse(req.uri().query());
+            let attrs = attributes(&target, req.method(), req.uri().path(), &q);
+            if let Decision::Deny(why) = state.authorizer.authorize(&user, &attrs) {
+                let n = web::negotiate(req.headers().get(header::ACCEPT)).unwrap_or(Negotiated::JSON);
+                return respond_error(&auth::forbidden(&user, &attrs, why.as_deref()), n);
+            }
+        }
+        None if public => {}
+        None => return respond_error(&StatusError::unauthorized(), Negotiated::JSON),
     }
     let n = match web::negotiate(req.headers().get(header::ACCEPT)) {
         Ok(n) => n,

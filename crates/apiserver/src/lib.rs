@@ -2,8 +2,8 @@
 //!
 //! Layout, in the order a request flows:
 //! - [`server`] accepts TLS connections and serves HTTP/2 and HTTP/1.1;
-//! - [`handlers`] authenticates (client certificate or bearer token) and
-//!   dispatches; [`web`] routes paths, negotiates formats and decodes bodies;
+//! - [`handlers`] authenticates (client certificate or bearer token, see
+//!   [`auth`]), asks the authorizer, and dispatches; [`web`] routes paths, negotiates formats and decodes bodies;
 //! - reads go to [`list`], [`watch`] and the [`cache`], which follows the store;
 //! - writes go through the [`registry`]: per-kind rules from kubesvc-api,
 //!   admission steps, and compare-and-swap transactions on the store;
@@ -12,6 +12,7 @@
 //!   [`services`] allocates Services' addresses and keeps the built-in
 //!   Services; [`pki`] keeps the certificates and writes the admin kubeconfig.
 
+pub mod auth;
 pub mod cache;
 pub mod discovery;
 pub mod follow;
@@ -39,16 +40,24 @@ pub use registry::Admission;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}: {1}")]
-    Io(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Io(PathBuf, #[source] std::io::Error),
     #[error("certificates: {0}")]
-    Pki(String),
-    #[error("storage: {0}")]
+    Pki(&'static str, #[source] pki::PkiError),
+    #[error("storage")]
     Store(#[from] kubesvc_store::Error),
-    #[error("listening on {0}: {1}")]
-    Bind(SocketAddr, std::io::Error),
-    #[error("starting up: {0}")]
-    Startup(String),
+    #[error("listening on {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("the Service network")]
+    ServiceNetwork(#[from] services::NetworkError),
+    #[error("starting the Service address allocator")]
+    Allocator(#[from] services::StartError),
+    #[error("creating the default namespaces")]
+    Bootstrap(#[source] kubesvc_api::status::StatusError),
+    #[error("unable to perform initial IP and Port allocation check")]
+    InitialRepair(#[source] kubesvc_store::Error),
+    #[error("the server stopped serving on its own {0}")]
+    Stopped(String),
 }
 
 /// Shared by every request.
@@ -63,6 +72,8 @@ pub struct State {
     pub shutdown: signal::Receiver<bool>,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Asked before every authenticated request is served.
+    pub authorizer: Arc<dyn auth::Authorizer>,
 }
 
 pub struct Config {
@@ -82,6 +93,7 @@ pub struct Config {
     /// address or the host's interfaces when not given.
     pub advertise_address: Option<IpAddr>,
     pub admission: Vec<Arc<dyn Admission>>,
+    pub authorizer: Arc<dyn auth::Authorizer>,
 }
 
 impl Config {
@@ -96,6 +108,7 @@ impl Config {
             services: services::ServiceNetwork::default(),
             advertise_address: None,
             admission: Vec::new(),
+            authorizer: Arc::new(auth::DefaultAuthorizer),
         }
     }
 }
@@ -113,6 +126,21 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+
+    /// Serves until `stop` turns true, then shuts down; an error if serving ended before.
+    pub async fn serve_until(mut self, mut stop: signal::Receiver<bool>) -> Result<(), Error> {
+        let ended = tokio::select! {
+            _ = stop.wait_for(|s| *s) => None,
+            ended = &mut self.task => Some(ended),
+        };
+        match ended {
+            None => {
+                self.shutdown().await;
+                Ok(())
+            }
+            Some(ended) => Err(Error::Stopped(ended.err().map(|e| e.to_string()).unwrap_or_default())),
+        }
     }
 }
 
@@ -169,16 +197,12 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
     let tls = pki.server_config()?;
     let (stop, stopped) = signal::channel(false);
     let cache = cache::Cache::start(store.clone(), config.watch_cache_size, stopped.clone()).await?;
-    let allocator = services::ServiceAllocator::start(store.clone(), &config.services, stopped.clone())
-        .await
-        .map_err(Error::Startup)?;
+    let allocator = services::ServiceAllocator::start(store.clone(), &config.services, stopped.clone()).await?;
     let mut admission = config.admission;
     admission.push(allocator.clone());
     let registry = registry::Registry::new(store.clone(), cache, admission);
-    namespaces::bootstrap(&registry).await.map_err(|e| Error::Startup(e.message))?;
-    let report = services::repair::run_once(&*store, &allocator.ranges)
-        .await
-        .map_err(|e| Error::Startup(format!("unable to perform initial IP and Port allocation check: {e}")))?;
+    namespaces::bootstrap(&registry).await.map_err(Error::Bootstrap)?;
+    let report = services::repair::run_once(&*store, &allocator.ranges).await.map_err(Error::InitialRepair)?;
     services::repair::report_events(&registry, &report).await;
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| Error::Bind(config.listen, e))?;
@@ -192,10 +216,11 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
         advertise: advertise.clone(),
         shutdown: stopped.clone(),
         bookmark_interval: config.bookmark_interval,
+        authorizer: config.authorizer,
     });
 
     namespaces::spawn_controller(state.clone());
-    let primary = services::ranges::IpRange::new(config.services.cidrs[0]).map_err(Error::Startup)?;
+    let primary = services::ranges::IpRange::new(config.services.cidrs[0])?;
     let advertise_ip = config.advertise_address.or_else(|| advertise_address(&config.listen));
     let builtins = services::builtin::Builtins { range: primary, advertise: advertise_ip, port: addr.port() };
     services::builtin::start(state.clone(), builtins).await;

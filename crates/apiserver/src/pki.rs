@@ -1,6 +1,7 @@
 //! The cluster's PKI in the data directory: a CA made on first start, a serving
-//! certificate for the API server and a client certificate for the admin, an
-//! admin bearer token, and the admin kubeconfig.
+//! certificate for the API server, client certificates for the admin and for
+//! any other user (node agents are `system:node:<name>` in `system:nodes`), an
+//! admin bearer token, and kubeconfigs that carry them.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -15,19 +16,41 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 use crate::Error;
+use crate::auth::GROUP_MASTERS;
 
 const CA_CN: &str = "kubesvc-ca";
-/// The identity the admin client certificate carries (Kubernetes' superuser group).
+/// The user the admin client certificate names (in Kubernetes' superuser group).
 pub const ADMIN_CN: &str = "kubesvc-admin";
-const ADMIN_ORG: &str = "system:masters";
+
+/// Why a certificate could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(transparent)]
+    Certificate(#[from] rcgen::Error),
+    #[error(transparent)]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("reading PEM")]
+    Pem(#[source] std::io::Error),
+    #[error("the PEM holds no certificate")]
+    NoCertificate,
+}
+
+/// A client certificate and its key, PEM.
+pub struct ClientCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
 
 pub struct Pki {
     pub ca_pem: String,
     ca_der: CertificateDer<'static>,
+    /// Signs every certificate issued after startup (node agents').
+    issuer: Issuer<'static, KeyPair>,
     pub server_cert_pem: String,
     server_key_der: Vec<u8>,
-    pub admin_cert_pem: String,
-    pub admin_key_pem: String,
+    pub admin: ClientCertificate,
     pub token: String,
 }
 
@@ -35,12 +58,21 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Io(path.to_path_buf(), e)
 }
 
-fn pki_err(e: rcgen::Error) -> Error {
-    Error::Pki(e.to_string())
+/// Wraps a PKI failure with what was being done.
+fn failed(what: &'static str) -> impl Fn(rcgen::Error) -> Error {
+    move |e| Error::Pki(what, e.into())
+}
+
+/// The first certificate of a PEM text.
+fn first_cert(what: &'static str, pem: &str) -> Result<CertificateDer<'static>, Error> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .ok_or(Error::Pki(what, PkiError::NoCertificate))?
+        .map_err(|e| Error::Pki(what, PkiError::Pem(e)))
 }
 
 fn ca_params() -> Result<CertificateParams, Error> {
-    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(failed("the CA's parameters"))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, CA_CN);
     p.distinguished_name = dn;
@@ -63,6 +95,19 @@ fn write_atomic(path: &Path, contents: &str) -> Result<(), Error> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// A client certificate: CN is the user, O its group, as Kubernetes reads them.
+/// (rcgen keeps one value per attribute type, so one group per certificate.)
+fn client_certificate(issuer: &Issuer<'static, KeyPair>, cn: &str, group: &str) -> Result<ClientCertificate, Error> {
+    let key = KeyPair::generate().map_err(failed("making a client key"))?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(failed("a client certificate"))?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name.push(DnType::OrganizationName, group);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = p.signed_by(&key, issuer).map_err(failed("signing a client certificate"))?;
+    Ok(ClientCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
 impl Pki {
     /// Loads the CA and token from `dir/pki`, making them on first start, and
     /// issues fresh serving and admin certificates signed by the CA.
@@ -72,19 +117,16 @@ impl Pki {
         let (ca_crt, ca_key) = (pki.join("ca.crt"), pki.join("ca.key"));
         let (ca_pem, ca_keypair) = if ca_crt.exists() && ca_key.exists() {
             let key_pem = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
-            let key = KeyPair::from_pem(&key_pem).map_err(pki_err)?;
+            let key = KeyPair::from_pem(&key_pem).map_err(failed("reading ca.key"))?;
             (std::fs::read_to_string(&ca_crt).map_err(io(&ca_crt))?, key)
         } else {
-            let key = KeyPair::generate().map_err(pki_err)?;
-            let cert = ca_params()?.self_signed(&key).map_err(pki_err)?;
+            let key = KeyPair::generate().map_err(failed("making the CA key"))?;
+            let cert = ca_params()?.self_signed(&key).map_err(failed("making the CA"))?;
             write_atomic(&ca_key, &key.serialize_pem())?;
             write_atomic(&ca_crt, &cert.pem())?;
             (cert.pem(), key)
         };
-        let ca_der = rustls_pemfile::certs(&mut ca_pem.as_bytes())
-            .next()
-            .ok_or_else(|| Error::Pki("ca.crt holds no certificate".into()))?
-            .map_err(|e| Error::Pki(format!("ca.crt: {e}")))?;
+        let ca_der = first_cert("reading ca.crt", &ca_pem)?;
         // The issuer needs only the CA's subject and key, both stable across restarts.
         let issuer = Issuer::new(ca_params()?, ca_keypair);
 
@@ -92,24 +134,18 @@ impl Pki {
         for n in server_names {
             match n.parse::<IpAddr>() {
                 Ok(ip) => sans.push(SanType::IpAddress(ip)),
-                Err(_) => sans.push(SanType::DnsName(n.as_str().try_into().map_err(pki_err)?)),
+                Err(_) => sans.push(SanType::DnsName(n.as_str().try_into().map_err(failed("a server name"))?)),
             }
         }
-        let server_key = KeyPair::generate().map_err(pki_err)?;
-        let mut sp = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
+        let server_key = KeyPair::generate().map_err(failed("making the serving key"))?;
+        let mut sp = CertificateParams::new(Vec::<String>::new()).map_err(failed("the serving certificate"))?;
         sp.subject_alt_names = sans;
         sp.distinguished_name.push(DnType::CommonName, "kube-apiserver");
         sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         sp.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        let server_cert = sp.signed_by(&server_key, &issuer).map_err(pki_err)?;
+        let server_cert = sp.signed_by(&server_key, &issuer).map_err(failed("signing the serving certificate"))?;
 
-        let admin_key = KeyPair::generate().map_err(pki_err)?;
-        let mut ap = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
-        ap.distinguished_name.push(DnType::CommonName, ADMIN_CN);
-        ap.distinguished_name.push(DnType::OrganizationName, ADMIN_ORG);
-        ap.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        ap.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let admin_cert = ap.signed_by(&admin_key, &issuer).map_err(pki_err)?;
+        let admin = client_certificate(&issuer, ADMIN_CN, GROUP_MASTERS)?;
 
         let token_path = pki.join("token");
         let existing = match std::fs::read_to_string(&token_path) {
@@ -131,10 +167,10 @@ impl Pki {
         Ok(Pki {
             ca_pem,
             ca_der,
+            issuer,
             server_cert_pem: server_cert.pem(),
             server_key_der: server_key.serialize_der(),
-            admin_cert_pem: admin_cert.pem(),
-            admin_key_pem: admin_key.serialize_pem(),
+            admin,
             token,
         })
     }
@@ -144,37 +180,48 @@ impl Pki {
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).map_err(|e| Error::Pki(e.to_string()))?;
+        let tls = |e: rustls::Error| Error::Pki("the TLS configuration", e.into());
+        roots.add(self.ca_der.clone()).map_err(tls)?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .allow_unauthenticated()
             .build()
-            .map_err(|e| Error::Pki(e.to_string()))?;
-        let chain = vec![
-            rustls_pemfile::certs(&mut self.server_cert_pem.as_bytes())
-                .next()
-                .ok_or_else(|| Error::Pki("no serving certificate".into()))?
-                .map_err(|e| Error::Pki(e.to_string()))?,
-            self.ca_der.clone(),
-        ];
+            .map_err(|e| Error::Pki("the client certificate verifier", e.into()))?;
+        let chain = vec![first_cert("the serving certificate", &self.server_cert_pem)?, self.ca_der.clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()));
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Pki(e.to_string()))?
+            .map_err(tls)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
-            .map_err(|e| Error::Pki(e.to_string()))?;
+            .map_err(tls)?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 
     /// Writes the admin kubeconfig for a server reachable at `server_url`.
     pub fn write_kubeconfig(&self, path: &Path, server_url: &str) -> Result<PathBuf, Error> {
+        self.write_kubeconfig_for(path, server_url, ADMIN_CN, &self.admin)
+    }
+
+    /// Issues a client certificate for user `cn` in `group`, signed by the cluster CA.
+    pub fn issue_client(&self, cn: &str, group: &str) -> Result<ClientCertificate, Error> {
+        client_certificate(&self.issuer, cn, group)
+    }
+
+    /// Writes a kubeconfig for `user` holding `cert`, for a server at `server_url`.
+    pub fn write_kubeconfig_for(
+        &self,
+        path: &Path,
+        server_url: &str,
+        user: &str,
+        cert: &ClientCertificate,
+    ) -> Result<PathBuf, Error> {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesvc\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\nusers:\n- name: kubesvc-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: kubesvc\n  context:\n    cluster: kubesvc\n    user: kubesvc-admin\n    namespace: default\ncurrent-context: kubesvc\npreferences: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesvc\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\nusers:\n- name: {user:?}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: kubesvc\n  context:\n    cluster: kubesvc\n    user: {user:?}\n    namespace: default\ncurrent-context: kubesvc\npreferences: {{}}\n",
             b64(&self.ca_pem),
-            b64(&self.admin_cert_pem),
-            b64(&self.admin_key_pem),
+            b64(&cert.cert_pem),
+            b64(&cert.key_pem),
         );
         write_atomic(path, &text)?;
         Ok(path.to_path_buf())

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::State;
-use crate::handlers::{self, Identity};
+use crate::auth::{self, Identity};
+use crate::handlers;
 
 /// How long in-flight requests get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -58,10 +59,9 @@ pub async fn serve(
                         Err(_) => return,
                     };
                     // The verifier accepted any certificate presented: it is signed by the cluster CA.
-                    let identity = match tls.get_ref().1.peer_certificates() {
-                        Some(certs) if !certs.is_empty() => Identity::Certificate(crate::pki::ADMIN_CN.into()),
-                        _ => Identity::Anonymous,
-                    };
+                    // One without a common name names no user, as in Kubernetes.
+                    let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|leaf| auth::user_from_certificate(leaf));
+                    let identity = user.map_or(Identity::Anonymous, Identity::Certificate);
                     let svc = service_fn(move |req| {
                         let (state, identity) = (state.clone(), identity.clone());
                         async move { Ok::<_, Infallible>(handlers::handle(state, req, identity).await) }

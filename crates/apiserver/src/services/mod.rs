@@ -51,26 +51,61 @@ impl Default for ServiceNetwork {
 impl ServiceNetwork {
     /// From `--service-cidr` (one CIDR, or two of different families, comma-separated)
     /// and `--service-node-port-range`, with kube-apiserver's startup errors.
-    pub fn parse(cidrs: &str, node_ports: &str) -> Result<ServiceNetwork, String> {
+    pub fn parse(cidrs: &str, node_ports: &str) -> Result<ServiceNetwork, NetworkError> {
         let parts: Vec<&str> = cidrs.split(',').map(str::trim).collect();
         if parts.len() > 2 {
-            return Err("--service-cidr must not contain more than two entries".into());
+            return Err(NetworkError::TooManyCidrs);
         }
         let mut out = Vec::new();
-        for (i, p) in parts.iter().enumerate() {
-            let c = Cidr::parse(p).map_err(|_| format!("service-cidr[{i}] is not a valid cidr"))?;
+        for (index, p) in parts.iter().enumerate() {
+            let c = Cidr::parse(p).map_err(|r| NetworkError::InvalidCidr { index, reason: Reason(r) })?;
             IpRange::new(c)?;
             out.push(c);
         }
         if out.len() == 2 && out[0].family() == out[1].family() {
-            return Err("--service-cidr[0] and --service-cidr[1] must be of different IP family".into());
+            return Err(NetworkError::SameFamily);
         }
-        Ok(ServiceNetwork { cidrs: out, node_ports: PortRange::parse(node_ports)? })
+        Ok(ServiceNetwork { cidrs: out, node_ports: PortRange::parse(node_ports).map_err(NetworkError::NodePorts)? })
     }
 
     pub fn families(&self) -> ClusterFamilies {
         ClusterFamilies { primary: self.cidrs[0].family(), secondary: self.cidrs.get(1).map(Cidr::family) }
     }
+}
+
+/// Why `--service-cidr` or `--service-node-port-range` cannot be used, in kube-apiserver's words.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("--service-cidr must not contain more than two entries")]
+    TooManyCidrs,
+    #[error("service-cidr[{index}] is not a valid cidr")]
+    InvalidCidr {
+        index: usize,
+        #[source]
+        reason: Reason,
+    },
+    #[error("--service-cidr[0] and --service-cidr[1] must be of different IP family")]
+    SameFamily,
+    #[error("the service cluster IP range {0} must be at least 8 IP addresses")]
+    RangeTooSmall(Cidr),
+    #[error("shortest allowed prefix length for service CIDR is 64, got {0}")]
+    PrefixTooShort(u8),
+    #[error("--service-node-port-range: {0}")]
+    NodePorts(String),
+}
+
+/// What the parser said, kept as an error's source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reason(pub String);
+
+/// Why the allocator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("loading the allocated addresses: {0}")]
+    Store(#[from] kubesvc_store::Error),
 }
 
 /// Allocates Services' addresses and ports as an admission step of the registry.
@@ -281,10 +316,10 @@ impl ServiceAllocator {
         store: Arc<dyn Store>,
         network: &ServiceNetwork,
         stop: watch::Receiver<bool>,
-    ) -> Result<Arc<ServiceAllocator>, String> {
+    ) -> Result<Arc<ServiceAllocator>, StartError> {
         let ip_ranges = network.cidrs.iter().map(|c| IpRange::new(*c)).collect::<Result<Vec<_>, _>>()?;
         let ranges = Arc::new(Ranges::new(ip_ranges, network.node_ports));
-        let rev = ranges.load_all(&*store).await.map_err(|e| e.to_string())?;
+        let rev = ranges.load_all(&*store).await?;
         let follower: Arc<dyn crate::follow::Follower> = ranges.clone();
         tokio::spawn(crate::follow::follow(follower, store.clone(), ranges::PREFIX.as_bytes(), rev, stop));
         Ok(Arc::new(ServiceAllocator { store, ranges, families: network.families() }))

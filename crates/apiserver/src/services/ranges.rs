@@ -16,6 +16,7 @@ use kubesvc_store::{EventKind, RangeRequest, Store, WatchBatch};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::NetworkError;
 use crate::follow::Follower;
 
 pub const PREFIX: &str = "/allocations/";
@@ -51,16 +52,16 @@ pub struct IpRange {
 }
 
 impl IpRange {
-    pub fn new(cidr: Cidr) -> Result<IpRange, String> {
+    pub fn new(cidr: Cidr) -> Result<IpRange, NetworkError> {
         let usable = match cidr.family() {
             Family::IPv4 => cidr.len().saturating_sub(2),
             Family::IPv6 => cidr.len().saturating_sub(1).min(u128::from(u64::MAX)),
         };
         if cidr.len() < 8 {
-            return Err(format!("the service cluster IP range {cidr} must be at least 8 IP addresses"));
+            return Err(NetworkError::RangeTooSmall(cidr));
         }
         if cidr.family() == Family::IPv6 && cidr.prefix < 64 {
-            return Err(format!("shortest allowed prefix length for service CIDR is 64, got {}", cidr.prefix));
+            return Err(NetworkError::PrefixTooShort(cidr.prefix));
         }
         Ok(IpRange { cidr, usable })
     }
