@@ -1,5 +1,7 @@
 //! The API below kubectl: raw requests (auth, limits, formats, errors) and
-//! kube-rs (watches, paging, deletion semantics), each test on its own server.
+//! kube-rs (watches, paging, deletion semantics), each test on its own
+//! in-process API server without controllers, whose writes would race the
+//! very fields these tests check.
 #![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod common;
@@ -15,7 +17,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
-use kubesvc_testsupport::Cluster;
+use kubesvc_testsupport::{Cluster, Options};
 use serde_json::{Value, json};
 
 /// A raw request: (status, headers, body).
@@ -59,7 +61,7 @@ async fn anonymous(c: &Cluster) -> Client {
 
 #[test]
 fn authentication() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.rt.block_on(async {
         let anon = anonymous(&c).await;
         let (status, _, body) = raw(&anon, Method::GET, "/api/v1/namespaces", &[], Bytes::new()).await;
@@ -81,10 +83,42 @@ fn authentication() {
     });
 }
 
+/// Users come from client certificates (CN and O); the authorizer lets the
+/// admin and node agents do anything and anyone else only discovery.
+#[test]
+fn certificate_users_and_authorization() {
+    let c = common::api_server();
+    c.rt.block_on(async {
+        let node = c.client_as("system:node:n1", "system:nodes").await.unwrap();
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(node.clone());
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+        nodes.create(&PostParams::default(), &n).await.expect("a node agent registers its node");
+
+        let alice = c.client_as("alice", "devs").await.unwrap();
+        let pods: Api<Pod> = Api::default_namespaced(alice.clone());
+        let err = pods.list(&ListParams::default()).await.unwrap_err();
+        let kube::Error::Api(status) = err else { panic!("not a Status: {err}") };
+        assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+        assert_eq!(
+            status.message,
+            r#"pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "default""#
+        );
+        let svcs: Api<Service> = Api::default_namespaced(alice.clone());
+        let err = svcs.create(&PostParams::default(), &svc("s")).await.unwrap_err();
+        assert!(err.to_string().contains(r#"User "alice" cannot create resource "services""#), "{err}");
+        // Discovery is every authenticated user's.
+        let (status, _, _) = raw(&alice, Method::GET, "/apis", &[], Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        // Nothing alice asked for was written.
+        let admin: Api<Service> = Api::default_namespaced(c.client().await.unwrap());
+        assert!(admin.get_opt("s").await.unwrap().is_none());
+    });
+}
+
 #[test]
 fn bad_bodies_change_nothing() {
     // The API server alone: no controller writes, so the revision must not move.
-    let c = Cluster::start_with(env!("CARGO_BIN_EXE_kubesvc"), &["--controllers=false"]).unwrap();
+    let c = common::api_server();
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
         let path = "/api/v1/namespaces/default/services";
@@ -145,7 +179,7 @@ fn bad_bodies_change_nothing() {
 
 #[test]
 fn field_validation_modes() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
         let body = r#"{"metadata":{"name":"w"},"spec":{"ports":[{"port":80,"extra":1}],"bogus":true}}"#;
@@ -183,7 +217,7 @@ fn field_validation_modes() {
 
 #[test]
 fn protobuf_responses_and_watch_frames() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080"]).ok();
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
@@ -241,7 +275,7 @@ fn protobuf_responses_and_watch_frames() {
 
 #[test]
 fn lists_page_consistently_and_watches_resume() {
-    let c = Cluster::start_with(env!("CARGO_BIN_EXE_kubesvc"), &["--watch-cache-size", "20"]).unwrap();
+    let c = common::cluster_with(Options { watch_cache_size: 20, controllers: false, ..Default::default() });
     c.kubectl(&["create", "namespace", "paging"]).ok();
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
@@ -307,7 +341,7 @@ fn lists_page_consistently_and_watches_resume() {
 
 #[test]
 fn initial_events_end_with_a_bookmark() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.kubectl(&["create", "namespace", "w"]).ok();
     c.kubectl(&["create", "service", "clusterip", "a", "--tcp=80", "-n", "w"]).ok();
     c.kubectl(&["create", "service", "clusterip", "b", "--tcp=80", "-n", "w"]).ok();
@@ -334,7 +368,7 @@ fn initial_events_end_with_a_bookmark() {
 
 #[test]
 fn deletion_finalizers_and_grace() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
         let api: Api<Service> = Api::default_namespaced(client.clone());
@@ -432,7 +466,7 @@ fn deletion_finalizers_and_grace() {
 
 #[test]
 fn generations_status_and_leases() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.kubectl(&["create", "deployment", "web", "--image=nginx"]).ok();
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
@@ -448,11 +482,13 @@ fn generations_status_and_leases() {
             .unwrap();
         assert_eq!(d.metadata.generation, Some(2));
         // Writes to the object ignore status; writes to /status ignore spec.
+        let before = d.status.as_ref().and_then(|s| s.replicas);
         let d = deploys
             .patch("web", &PatchParams::default(), &Patch::Merge(json!({"status": {"replicas": 7}})))
             .await
             .unwrap();
-        assert_eq!(d.status.as_ref().and_then(|s| s.replicas), None);
+        assert_eq!(d.status.as_ref().and_then(|s| s.replicas), before, "the patch's status.replicas is ignored");
+        assert_eq!(d.metadata.generation, Some(2), "and moves no generation");
         let d = deploys
             .patch_status(
                 "web",
@@ -491,7 +527,7 @@ fn generations_status_and_leases() {
 /// kube-runtime's watcher (list, then watch with bookmarks) sees changes as they happen.
 #[test]
 fn kube_runtime_watcher() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.kubectl(&["create", "namespace", "w"]).ok();
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
@@ -522,7 +558,7 @@ fn kube_runtime_watcher() {
 /// Edge cases of deletion, binding and scale that must not misbehave.
 #[test]
 fn deletion_binding_and_scale_edges() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
         let pods: Api<Pod> = Api::default_namespaced(client.clone());
@@ -613,7 +649,7 @@ fn deletion_binding_and_scale_edges() {
 
 #[test]
 fn list_and_watch_edges() {
-    let c = common::cluster();
+    let c = common::api_server();
     c.kubectl(&["create", "namespace", "a"]).ok();
     c.kubectl(&["create", "namespace", "b"]).ok();
     c.rt.block_on(async {
@@ -660,7 +696,11 @@ fn list_and_watch_edges() {
 /// Bookmarks come with every event at or below their resourceVersion already sent.
 #[test]
 fn bookmarks_never_overtake_events() {
-    let c = Cluster::start_with(env!("CARGO_BIN_EXE_kubesvc"), &["--watch-bookmark-interval", "1"]).unwrap();
+    let c = common::cluster_with(Options {
+        bookmark_interval: Duration::from_secs(1),
+        controllers: false,
+        ..Default::default()
+    });
     c.rt.block_on(async {
         let client = c.client().await.unwrap();
         let api: Api<Service> = Api::default_namespaced(client.clone());

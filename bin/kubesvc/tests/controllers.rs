@@ -7,17 +7,18 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::{SEED_003, eventually, row, rows};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kubesvc_testsupport::Cluster;
 use kubesvc_testsupport::kubelet::FakeKubelet;
+use kubesvc_testsupport::{Cluster, Options};
 use serde_json::{Value, json};
 
 /// A cluster whose nodes are declared dead three seconds after their last heartbeat.
 fn cluster() -> Cluster {
-    Cluster::start_with(env!("CARGO_BIN_EXE_kubesvc"), &["--node-monitor-grace-period", "3"]).unwrap()
+    common::cluster_with(Options { node_monitor_grace_period: Duration::from_secs(3), ..Default::default() })
 }
 
 /// Two nodes in two zones, Ready and schedulable.

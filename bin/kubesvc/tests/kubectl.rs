@@ -345,6 +345,17 @@ fn watch_sees_added_modified_deleted() {
 #[test]
 fn errors_read_as_kubernetes_prints_them() {
     let c = cluster();
+    // A user the authorizer knows nothing of.
+    let alice = c.kubeconfig_as("alice", "devs").unwrap();
+    let alice = alice.to_str().unwrap();
+    assert_eq!(
+        c.kubectl(&["--kubeconfig", alice, "get", "pods"]).err().trim(),
+        r#"Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "default""#
+    );
+    assert_eq!(
+        c.kubectl(&["--kubeconfig", alice, "delete", "node", "n1"]).err().trim(),
+        r#"Error from server (Forbidden): nodes "n1" is forbidden: User "alice" cannot delete resource "nodes" in API group "" at the cluster scope"#
+    );
     assert_eq!(
         c.kubectl(&["get", "svc", "nope"]).err().trim(),
         "Error from server (NotFound): services \"nope\" not found"
@@ -426,7 +437,7 @@ fn namespace_deletion_deletes_its_contents() {
 #[test]
 fn tables_of_every_kind() {
     // Hand-made objects only: no controller may add to them.
-    let c = kubesvc_testsupport::Cluster::start_with(env!("CARGO_BIN_EXE_kubesvc"), &["--controllers=false"]).unwrap();
+    let c = common::api_server();
     let objects = r#"
 apiVersion: v1
 kind: Node
@@ -540,7 +551,8 @@ count: 1
     let slices = rows(&c.kubectl(&["get", "endpointslices"]).ok());
     assert_eq!(slices[0], ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]);
     assert_eq!(row(&slices, "web-xyz")[..4], ["web-xyz", "IPv4", "8080", "10.1.0.5,10.1.0.6"]);
-    assert_eq!(row(&slices, "kubernetes")[..4], ["kubernetes", "IPv4", "6443", kubesvc_testsupport::NODE_IP]);
+    let port = c.api_port().to_string();
+    assert_eq!(row(&slices, "kubernetes")[..4], ["kubernetes", "IPv4", port.as_str(), kubesvc_testsupport::NODE_IP]);
     assert_eq!(
         c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).ok().trim(),
         "endpointslice.discovery.k8s.io/web-xyz"

@@ -33,7 +33,7 @@ async fn snapshot(c: &kubesvc_testsupport::Cluster) -> Vec<(String, String, Stri
 
 #[test]
 fn objects_and_resource_versions_survive_restart_and_kill() {
-    let mut c = common::cluster();
+    let mut c = common::process();
     let before = c.rt.block_on(async {
         let api: Api<Service> = Api::default_namespaced(c.client().await.unwrap());
         for i in 0..50 {

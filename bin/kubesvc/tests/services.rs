@@ -14,12 +14,8 @@ use kube::api::{DeleteParams, PostParams};
 use kubesvc_api::kinds::service::ServiceView;
 use kubesvc_api::net::Cidr;
 use kubesvc_store::{RangeRequest, Store};
-use kubesvc_testsupport::{Cluster, NODE_IP};
+use kubesvc_testsupport::{Cluster, NODE_IP, Options};
 use serde_json::{Value, json};
-
-fn kubesvc() -> &'static str {
-    env!("CARGO_BIN_EXE_kubesvc")
-}
 
 fn apply(c: &Cluster, yaml: &str) -> kubesvc_testsupport::Run {
     c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
@@ -34,39 +30,47 @@ fn service(name: &str, spec: Value) -> Service {
 }
 
 /// The allocation keys in the store, and what the stored Services hold, read
-/// from the database of a stopped server.
+/// at one revision: of the in-process server's store, or from the database of
+/// a stopped server process.
 fn store_contents(c: &Cluster) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    if !c.is_process() {
+        return c.rt.block_on(allocations(&*c.store()));
+    }
     let store = kubesvc_store::redb::RedbStore::open(&c.dir.path().join("kubesvc.redb")).unwrap();
-    let contents = c.rt.block_on(async {
-        let keys = store.range(RangeRequest::prefix(b"/allocations/")).await.unwrap();
-        let held = keys
-            .kvs
-            .iter()
-            .map(|kv| {
-                let owner: Value = serde_json::from_slice(&kv.value).unwrap();
-                let key = String::from_utf8_lossy(&kv.key).to_string();
-                (key, format!("{}/{}", owner["namespace"].as_str().unwrap(), owner["name"].as_str().unwrap()))
-            })
-            .collect();
-        let services = store.range(RangeRequest::prefix(b"/registry/services/")).await.unwrap();
-        let mut wanted = BTreeSet::new();
-        for kv in &services.kvs {
-            let svc: Value = serde_json::from_slice(&kv.value).unwrap();
-            let v = ServiceView::new(&svc);
-            for ip in v.allocated_ips() {
-                wanted.insert(format!("/allocations/serviceips/{ip}"));
-            }
-            for p in v.held_node_ports() {
-                wanted.insert(format!("/allocations/nodeports/{p}"));
-            }
-            if v.needs_health_check() {
-                wanted.insert(format!("/allocations/nodeports/{}", v.health_check_node_port));
-            }
-        }
-        (held, wanted)
-    });
+    let contents = c.rt.block_on(allocations(&store));
     store.close();
     contents
+}
+
+async fn allocations(store: &dyn Store) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let services = store.range(RangeRequest::prefix(b"/registry/services/")).await.unwrap();
+    let mut at = RangeRequest::prefix(b"/allocations/");
+    at.revision = services.revision;
+    let keys = store.range(at).await.unwrap();
+    let held = keys
+        .kvs
+        .iter()
+        .map(|kv| {
+            let owner: Value = serde_json::from_slice(&kv.value).unwrap();
+            let key = String::from_utf8_lossy(&kv.key).to_string();
+            (key, format!("{}/{}", owner["namespace"].as_str().unwrap(), owner["name"].as_str().unwrap()))
+        })
+        .collect();
+    let mut wanted = BTreeSet::new();
+    for kv in &services.kvs {
+        let svc: Value = serde_json::from_slice(&kv.value).unwrap();
+        let v = ServiceView::new(&svc);
+        for ip in v.allocated_ips() {
+            wanted.insert(format!("/allocations/serviceips/{ip}"));
+        }
+        for p in v.held_node_ports() {
+            wanted.insert(format!("/allocations/nodeports/{p}"));
+        }
+        if v.needs_health_check() {
+            wanted.insert(format!("/allocations/nodeports/{}", v.health_check_node_port));
+        }
+    }
+    (held, wanted)
 }
 
 #[test]
@@ -114,8 +118,6 @@ fn concurrent_creates_never_share_an_address() {
     assert!(ports.iter().all(|p| (30086..=32767).contains(p)), "node ports from the dynamic band: {ports:?}");
 
     // Every address is recorded once, for its own Service, and nothing else is.
-    let mut c = c;
-    c.stop().unwrap();
     let (held, wanted) = store_contents(&c);
     assert_eq!(held.keys().cloned().collect::<BTreeSet<_>>(), wanted);
     assert_eq!(held.len(), 2 + 100 + 100);
@@ -124,9 +126,11 @@ fn concurrent_creates_never_share_an_address() {
 #[test]
 fn a_full_range_gives_kubernetes_errors_and_failed_creates_leak_nothing() {
     // 14 usable addresses: kubernetes takes .1 and kube-dns .10; five node ports.
-    let c =
-        Cluster::start_with(kubesvc(), &["--service-cidr", "10.0.0.0/28", "--service-node-port-range", "30000-30004"])
-            .unwrap();
+    let c = common::cluster_with(Options {
+        service_cidr: "10.0.0.0/28",
+        node_port_range: "30000-30004",
+        ..Default::default()
+    });
     for i in 0..5 {
         c.kubectl(&["create", "service", "nodeport", &format!("np{i}"), "--tcp=80"]).ok();
     }
@@ -302,8 +306,6 @@ fn type_changes_release_what_the_old_type_held() {
 
     // Deleting releases everything: the store holds exactly what the Services hold.
     c.kubectl(&["delete", "service", "np", "lb", "en"]).ok();
-    let mut c = c;
-    c.stop().unwrap();
     let (held, wanted) = store_contents(&c);
     assert_eq!(held.keys().cloned().collect::<BTreeSet<_>>(), wanted);
 }
@@ -311,15 +313,16 @@ fn type_changes_release_what_the_old_type_held() {
 #[test]
 fn builtin_services_and_their_endpoints() {
     let c = common::cluster();
+    let port = c.api_port();
     let k = get(&c, "service/kubernetes", "default");
     assert_eq!(k["metadata"]["labels"], json!({"component": "apiserver", "provider": "kubernetes"}));
     assert_eq!(k["spec"]["clusterIP"], "10.96.0.1");
-    assert_eq!(k["spec"]["ports"], json!([{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]));
+    assert_eq!(k["spec"]["ports"], json!([{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]));
     assert!(k["spec"].get("selector").is_none());
     let ep = get(&c, "endpoints/kubernetes", "default");
     assert_eq!(
         ep["subsets"],
-        json!([{"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}])
+        json!([{"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
     );
     let slice = get(&c, "endpointslice/kubernetes", "default");
     assert_eq!(slice["metadata"]["labels"], json!({"kubernetes.io/service-name": "kubernetes"}));
@@ -356,7 +359,7 @@ fn builtin_services_and_their_endpoints() {
 
 #[test]
 fn dual_stack_services() {
-    let c = Cluster::start_with(kubesvc(), &["--service-cidr", "10.96.0.0/16,fd00:10:96::/112"]).unwrap();
+    let c = common::cluster_with(Options { service_cidr: "10.96.0.0/16,fd00:10:96::/112", ..Default::default() });
     let svc =
         |name: &str, spec: &str| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}");
     apply(&c, &svc("both", "  ipFamilyPolicy: PreferDualStack\n  ports:\n  - port: 80\n")).ok();
@@ -393,7 +396,7 @@ fn dual_stack_services() {
 
 #[test]
 fn repair_after_a_crash_and_a_damaged_store() {
-    let mut c = common::cluster();
+    let mut c = common::process();
     // Killed in the middle of concurrent creates: whatever was written is whole.
     let api_creates = c.rt.block_on(async {
         let api: Api<Service> = Api::default_namespaced(c.client().await.unwrap());

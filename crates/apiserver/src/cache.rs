@@ -419,3 +419,129 @@ impl Follower for Cache {
         self.apply_batch(batch)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kubesvc_store::memory::MemoryStore;
+    use kubesvc_store::{Op, Txn};
+    use serde_json::json;
+
+    use super::*;
+
+    fn services() -> &'static Resource {
+        resources::find("", "v1", "services").unwrap()
+    }
+
+    fn svc(ns: &str, name: &str, port: i64) -> Vec<u8> {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns}, "spec": {"ports": [{"port": port}]}}))
+        .unwrap()
+    }
+
+    async fn put(store: &dyn Store, key: String, value: Vec<u8>) -> i64 {
+        let mut txn = Txn::default();
+        txn.ops.push(Op::Put { key: key.into_bytes(), value: value.into() });
+        match store.txn(txn).await.unwrap() {
+            kubesvc_store::TxnResponse::Committed { revision, .. } => revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn delete(store: &dyn Store, key: String) -> i64 {
+        let txn = Txn { compares: vec![], ops: vec![Op::Delete { key: key.into_bytes() }] };
+        match store.txn(txn).await.unwrap() {
+            kubesvc_store::TxnResponse::Committed { revision, .. } => revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn cache(store: Arc<MemoryStore>, capacity: usize) -> (Arc<Cache>, watch::Sender<bool>) {
+        let (stop, stopped) = watch::channel(false);
+        (Cache::start(store, capacity, stopped).await.unwrap(), stop)
+    }
+
+    #[tokio::test]
+    async fn changes_become_events_with_the_state_before() {
+        let store = Arc::new(MemoryStore::new());
+        let r = services();
+        let before = put(&*store, r.key("a", "old"), svc("a", "old", 80)).await;
+        let (cache, _stop) = cache(store.clone(), 100).await;
+        let rc = cache.resource(r);
+        assert_eq!(rc.get("a", "old").map(|e| e.rv), Some(before), "loaded at startup");
+        let sub = rc.subscribe(WatchStart::After(before)).ok().unwrap();
+        let mut live = sub.live;
+
+        let added = put(&*store, r.key("a", "web"), svc("a", "web", 80)).await;
+        let modified = put(&*store, r.key("a", "web"), svc("a", "web", 81)).await;
+        let deleted = delete(&*store, r.key("a", "web")).await;
+        // A write elsewhere moves the revision, with no event for services.
+        let other = put(&*store, "/registry/pods/a/p".into(), b"{}".to_vec()).await;
+        assert!(cache.wait_for(other, Duration::from_secs(5)).await);
+        assert_eq!(rc.rv(), other);
+
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let e = live.recv().await.unwrap();
+            seen.push((e.ty.as_str(), e.rv, e.prev.as_ref().map(|p| p.rv)));
+        }
+        assert_eq!(
+            seen,
+            [("ADDED", added, None), ("MODIFIED", modified, Some(added)), ("DELETED", deleted, Some(modified))]
+        );
+        assert!(rc.get("a", "web").is_none());
+        // The ring replays the same events to a watch that resumes.
+        let resumed = rc.subscribe(WatchStart::After(added)).ok().unwrap();
+        let rvs: Vec<i64> = resumed.backlog.iter().map(|e| e.rv).collect();
+        assert_eq!(rvs, [modified, deleted]);
+    }
+
+    #[tokio::test]
+    async fn a_resume_older_than_the_ring_is_too_old() {
+        let store = Arc::new(MemoryStore::new());
+        let r = services();
+        let (cache, _stop) = cache(store.clone(), 3).await;
+        let mut revs = Vec::new();
+        for i in 0..5 {
+            revs.push(put(&*store, r.key("a", &format!("s{i}")), svc("a", &format!("s{i}"), 80)).await);
+        }
+        assert!(cache.wait_for(revs[4], Duration::from_secs(5)).await);
+        let rc = cache.resource(r);
+        match rc.subscribe(WatchStart::After(revs[0])) {
+            Err(WatchError::TooOld(asked, oldest)) => assert_eq!((asked, oldest), (revs[0], revs[1])),
+            Ok(_) => panic!("the ring holds only the last three events"),
+        }
+        let ok = rc.subscribe(WatchStart::After(revs[1])).ok().unwrap();
+        assert_eq!(ok.backlog.len(), 3);
+        let initial = rc.subscribe(WatchStart::Initial).ok().unwrap();
+        assert_eq!(initial.backlog.len(), 5, "an initial watch gets every object");
+    }
+
+    #[tokio::test]
+    async fn pages_by_namespace_limit_and_revision() {
+        let store = Arc::new(MemoryStore::new());
+        let r = services();
+        for (ns, name) in [("a", "x"), ("a", "y"), ("a", "z"), ("ab", "w"), ("b", "v")] {
+            put(&*store, r.key(ns, name), svc(ns, name, 80)).await;
+        }
+        // An unreadable object is not served, and stops nothing else.
+        let last = put(&*store, r.key("a", "broken"), b"{not json".to_vec()).await;
+        let (cache, _stop) = cache(store.clone(), 100).await;
+        let rc = cache.resource(r);
+        assert!(rc.get("a", "broken").is_none());
+        let names = |p: &Page| p.items.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        let all = |_: &Entry| true;
+        let p = rc.page(Some("a"), None, At::Current, Some(2), &all, true).unwrap();
+        assert_eq!((names(&p), p.more, p.remaining), (vec!["x".to_string(), "y".into()], true, Some(1)));
+        let next = rc.page(Some("a"), Some("a/y"), At::Exactly(p.rv), Some(2), &all, true).unwrap();
+        assert_eq!((names(&next), next.more, next.remaining), (vec!["z".to_string()], false, Some(0)), "not ab/w");
+        assert_eq!(p.rv, last);
+        // Once the resource changes, the old state can no longer be paged.
+        let changed = put(&*store, r.key("b", "u"), svc("b", "u", 80)).await;
+        assert!(cache.wait_for(changed, Duration::from_secs(5)).await);
+        assert!(rc.page(Some("a"), Some("a/y"), At::Exactly(p.rv), Some(2), &all, false).is_none());
+        let ports_81 = |e: &Entry| e.value()["spec"]["ports"][0]["port"] == 81;
+        assert!(rc.page(None, None, At::Current, None, &ports_81, false).unwrap().items.is_empty());
+        let (rv, everything) = rc.snapshot(None);
+        assert_eq!((rv, everything.len()), (changed, 6));
+    }
+}

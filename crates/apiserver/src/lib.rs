@@ -92,6 +92,8 @@ pub struct Config {
     /// The address the `kubernetes` Service's endpoints name; found from the listen
     /// address or the host's interfaces when not given.
     pub advertise_address: Option<IpAddr>,
+    /// How often the built-in Services and their endpoints are put right.
+    pub builtin_interval: Duration,
     pub admission: Vec<Arc<dyn Admission>>,
     pub authorizer: Arc<dyn auth::Authorizer>,
 }
@@ -107,6 +109,7 @@ impl Config {
             bookmark_interval: Duration::from_secs(60),
             services: services::ServiceNetwork::default(),
             advertise_address: None,
+            builtin_interval: services::builtin::INTERVAL,
             admission: Vec::new(),
             authorizer: Arc::new(auth::DefaultAuthorizer),
         }
@@ -222,7 +225,12 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
     namespaces::spawn_controller(state.clone());
     let primary = services::ranges::IpRange::new(config.services.cidrs[0])?;
     let advertise_ip = config.advertise_address.or_else(|| advertise_address(&config.listen));
-    let builtins = services::builtin::Builtins { range: primary, advertise: advertise_ip, port: addr.port() };
+    let builtins = services::builtin::Builtins {
+        range: primary,
+        advertise: advertise_ip,
+        port: addr.port(),
+        interval: config.builtin_interval,
+    };
     services::builtin::start(state.clone(), builtins).await;
     services::repair::spawn(store.clone(), allocator.ranges.clone(), state.clone());
     spawn_compactor(store, config.compaction_interval, stopped.clone());

@@ -1,23 +1,28 @@
-//! Test support: a kubesvc API server in a network namespace of its own.
+//! Test support: kubesvc clusters for tests, two ways.
 //!
-//! [`Cluster::start`] creates a fresh network namespace (`ip netns add`) with a
-//! bridge holding the node address [`NODE_IP`], moves the calling thread into
-//! it, and starts `kubesvc server` there on port 6443, advertising that
-//! address. Everything the test then starts from this thread (the tokio
-//! runtime [`Cluster::rt`], kubectl, python, the kube client) lives in that
-//! namespace too, so no test touches the machine's own network. Dropping the
-//! cluster stops the server, removes the namespace and the data directory,
-//! by the names and PIDs it created, and returns the thread to where it was.
+//! - [`Cluster::in_process`]: the API server (and the controllers) in the
+//!   test's own process, on a memory store at 127.0.0.1:0, with a kube client,
+//!   kubectl and the kubeconfig. No root, no namespace, no process to spawn:
+//!   for every API test that does not need a network or a process to kill.
+//! - [`Cluster::start`]: `kubesvc server` as a process in a fresh network
+//!   namespace (`ip netns add`) with a bridge holding the node address
+//!   [`NODE_IP`]; the calling thread moves into it, so everything the test
+//!   starts from it (the runtime [`Cluster::rt`], kubectl, python, the kube
+//!   client) lives there too and no test touches the machine's own network.
+//!   For restarts, crashes and the data plane. It needs root and `ip`.
 //!
-//! It needs root (for network namespaces), `ip` and, for kubectl tests,
-//! `kubectl` on PATH; without them it fails loudly rather than skipping.
+//! Dropping a cluster stops what it started and removes the namespace and the
+//! data directory, by the names and PIDs it created. kubectl tests need
+//! `kubectl` on PATH. Whatever is missing fails loudly; nothing skips.
 
 pub mod kubelet;
 
 use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -101,22 +106,115 @@ impl Run {
     }
 }
 
-/// A running kubesvc server in its own network namespace.
+/// How an in-process cluster is set up; the defaults are `kubesvc server`'s.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Run the controllers too.
+    pub controllers: bool,
+    pub watch_cache_size: usize,
+    pub bookmark_interval: Duration,
+    /// `--service-cidr`.
+    pub service_cidr: &'static str,
+    /// `--service-node-port-range`.
+    pub node_port_range: &'static str,
+    pub node_monitor_grace_period: Duration,
+    /// How often the built-in Services are put right (10 s in a real server).
+    pub builtin_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            controllers: true,
+            watch_cache_size: 10_000,
+            bookmark_interval: Duration::from_secs(60),
+            service_cidr: "10.96.0.0/12",
+            node_port_range: "30000-32767",
+            node_monitor_grace_period: Duration::from_secs(50),
+            builtin_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What serves the cluster.
+enum Server {
+    /// `kubesvc server` in a network namespace made for the test.
+    Process {
+        binary: PathBuf,
+        extra_args: Vec<String>,
+        child: Option<Child>,
+        last_boot: Duration,
+        // Dropped last: leaves and removes the namespace.
+        _net: NetNs,
+    },
+    /// The API server in this process; it ends with the runtime.
+    InProcess { store: Arc<dyn kubesvc_store::Store> },
+}
+
+/// A running kubesvc cluster.
 pub struct Cluster {
-    /// A runtime whose threads are in the cluster's network namespace.
+    /// A runtime for the test's async work (for a namespaced cluster, its threads are in the namespace).
     pub rt: tokio::runtime::Runtime,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
-    binary: PathBuf,
-    extra_args: Vec<String>,
-    server: Option<Child>,
-    last_boot: Duration,
-    // Dropped last: leaves and removes the namespace.
-    _net: NetNs,
+    server: Server,
 }
 
 impl Cluster {
-    /// Starts `binary server` with durable storage in a fresh data directory.
+    /// The API server and controllers in this process, as `kubesvc server` runs them.
+    pub fn in_process() -> Result<Cluster> {
+        Self::in_process_with(Options::default())
+    }
+
+    /// As [`Cluster::in_process`], set up as `opts` says.
+    pub fn in_process_with(opts: Options) -> Result<Cluster> {
+        // Shown with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_test_writer()
+            .try_init();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let dir = tempfile::Builder::new().prefix("kubesvc-test-").tempdir()?;
+        let store: Arc<dyn kubesvc_store::Store> = Arc::new(kubesvc_store::memory::MemoryStore::new());
+        let mut config =
+            kubesvc_apiserver::Config::new(dir.path().to_path_buf(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.watch_cache_size = opts.watch_cache_size;
+        config.bookmark_interval = opts.bookmark_interval;
+        config.services = kubesvc_apiserver::services::ServiceNetwork::parse(opts.service_cidr, opts.node_port_range)?;
+        // Stored as the kubernetes Service's endpoint, never connected to.
+        config.advertise_address = Some(NODE_IP.parse::<IpAddr>()?);
+        config.builtin_interval = opts.builtin_interval;
+        let running = rt.block_on(kubesvc_apiserver::start(config, store.clone()))?;
+        let kubeconfig = running.kubeconfig.clone();
+        if opts.controllers {
+            let client = rt.block_on(client_for(&kubeconfig))?;
+            let copts = kubesvc_controllers::Options {
+                node_monitor_grace_period: opts.node_monitor_grace_period,
+                ..Default::default()
+            };
+            rt.spawn(async move {
+                // Until the runtime ends with the cluster.
+                let (_keep, stop) = tokio::sync::watch::channel(false);
+                if let Err(e) = kubesvc_controllers::run(client, copts, stop).await {
+                    tracing::error!(error = %e, "the controllers failed");
+                }
+            });
+        }
+        // Serves until the runtime is dropped with the cluster.
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        rt.spawn(async move {
+            let _keep = _keep;
+            if let Err(e) = running.serve_until(stop).await {
+                tracing::error!(error = %e, "the API server failed");
+            }
+        });
+        Ok(Cluster { rt, kubeconfig, dir, server: Server::InProcess { store } })
+    }
+
+    /// Starts `binary server` with durable storage in a fresh data directory, in a network namespace.
     pub fn start(binary: impl AsRef<Path>) -> Result<Cluster> {
         Self::start_with(binary, &[])
     }
@@ -130,11 +228,13 @@ impl Cluster {
             rt,
             kubeconfig: dir.path().join("kubeconfig"),
             dir,
-            binary: binary.as_ref().to_path_buf(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            server: None,
-            last_boot: Duration::ZERO,
-            _net: net,
+            server: Server::Process {
+                binary: binary.as_ref().to_path_buf(),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                child: None,
+                last_boot: Duration::ZERO,
+                _net: net,
+            },
         };
         c.boot()?;
         Ok(c)
@@ -144,54 +244,87 @@ impl Cluster {
         self.dir.path().join("server.log")
     }
 
+    /// The process server's parts; a test asking them of an in-process cluster is wrong.
+    #[track_caller]
+    fn process(&mut self) -> (&Path, &[String], &mut Option<Child>, &mut Duration) {
+        match &mut self.server {
+            Server::Process { binary, extra_args, child, last_boot, .. } => (binary, extra_args, child, last_boot),
+            Server::InProcess { .. } => panic!("this needs a kubesvc process: start the cluster with Cluster::start"),
+        }
+    }
+
     fn boot(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(&self.kubeconfig);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let (log_path, dir, kubeconfig) = (self.log_path(), self.dir.path().to_path_buf(), self.kubeconfig.clone());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let (binary, extra_args, child, last_boot) = self.process();
         let started = Instant::now();
-        let child = Command::new(&self.binary)
+        let spawned = Command::new(binary)
             .args(["server", "--data-dir"])
-            .arg(self.dir.path())
+            .arg(&dir)
             .args(["--listen", "0.0.0.0:6443", "--advertise-address", NODE_IP])
-            .args(&self.extra_args)
+            .args(extra_args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
-        self.server = Some(child);
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let child = child.insert(spawned);
         let deadline = Instant::now() + Duration::from_secs(30);
         // The server writes the kubeconfig once it accepts connections.
-        while !self.kubeconfig.exists() {
-            if let Some(status) = self.server.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("kubesvc exited with {status} before it was ready:\n{}", self.log());
+        while !kubeconfig.exists() {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                bail!("kubesvc exited with {status} before it was ready:\n{}", read_log(&log_path));
             }
             if Instant::now() > deadline {
-                bail!("kubesvc was not ready within 30s:\n{}", self.log());
+                bail!("kubesvc was not ready within 30s:\n{}", read_log(&log_path));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        self.last_boot = started.elapsed();
+        *last_boot = started.elapsed();
         Ok(())
     }
 
     /// How long the last (re)start took, from spawning the process to the kubeconfig.
     pub fn boot_time(&self) -> Duration {
-        self.last_boot
+        match &self.server {
+            Server::Process { last_boot, .. } => *last_boot,
+            Server::InProcess { .. } => Duration::ZERO,
+        }
     }
 
-    /// The server's log so far.
+    /// The server process's log so far (an in-process server logs with the test's output).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        read_log(&self.log_path())
+    }
+
+    /// Whether `kubesvc server` runs as a process (else in this one).
+    pub fn is_process(&self) -> bool {
+        matches!(self.server, Server::Process { .. })
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.server.as_ref().map(Child::id)
+        match &self.server {
+            Server::Process { child, .. } => child.as_ref().map(Child::id),
+            Server::InProcess { .. } => None,
+        }
     }
 
-    /// Stops the server with SIGTERM and waits for a clean exit.
+    /// The store of an in-process cluster, to look at what the API server wrote.
+    #[track_caller]
+    pub fn store(&self) -> Arc<dyn kubesvc_store::Store> {
+        match &self.server {
+            Server::InProcess { store } => store.clone(),
+            Server::Process { .. } => panic!("a process's store is its database file: read it once it stopped"),
+        }
+    }
+
+    /// Stops the server process with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.server.take() else {
+        let log_path = self.log_path();
+        let (_, _, child, _) = self.process();
+        let Some(mut child) = child.take() else {
             return Ok(());
         };
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
@@ -199,37 +332,39 @@ impl Cluster {
         loop {
             if let Some(status) = child.try_wait()? {
                 if !status.success() {
-                    bail!("kubesvc exited with {status} on SIGTERM:\n{}", self.log());
+                    bail!("kubesvc exited with {status} on SIGTERM:\n{}", read_log(&log_path));
                 }
                 return Ok(());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("kubesvc did not stop within 20s of SIGTERM:\n{}", self.log());
+                bail!("kubesvc did not stop within 20s of SIGTERM:\n{}", read_log(&log_path));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Kills the server with SIGKILL, as a crash would.
+    /// Kills the server process with SIGKILL, as a crash would.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.server.take() {
+        let (_, _, child, _) = self.process();
+        if let Some(mut child) = child.take() {
             child.kill()?;
             child.wait()?;
         }
         Ok(())
     }
 
-    /// Starts the server again on the same data directory.
+    /// Starts the server process again on the same data directory.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
         self.boot()
     }
 
-    /// Starts a server that was stopped or killed.
+    /// Starts a server process that was stopped or killed.
     pub fn start_again(&mut self) -> Result<()> {
-        assert!(self.server.is_none(), "the server is still running");
+        let (_, _, child, _) = self.process();
+        assert!(child.is_none(), "the server is still running");
         self.boot()
     }
 
@@ -273,7 +408,7 @@ impl Cluster {
         cmd
     }
 
-    /// Runs a command (python, curl, ...) in the cluster's namespace with KUBECONFIG set.
+    /// Runs a command (python, curl, ...) with KUBECONFIG set (in the cluster's namespace, if it has one).
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.env("KUBECONFIG", &self.kubeconfig);
@@ -282,9 +417,34 @@ impl Cluster {
 
     /// A kube client for the cluster; call it inside [`Cluster::rt`].
     pub async fn client(&self) -> Result<kube::Client> {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-        Ok(kube::Client::try_from(config)?)
+        client_for(&self.kubeconfig).await
+    }
+
+    /// A kubeconfig for user `cn` in group `group`, with a client certificate from the cluster CA.
+    pub fn kubeconfig_as(&self, cn: &str, group: &str) -> Result<PathBuf> {
+        let pki = kubesvc_apiserver::pki::Pki::load_or_create(self.dir.path(), &[])?;
+        let cert = pki.issue_client(cn, group)?;
+        let url = kube::config::Kubeconfig::read_from(&self.kubeconfig)?
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.as_ref())
+            .and_then(|c| c.server.clone())
+            .context("the kubeconfig names no server")?;
+        let path = self.dir.path().join(format!("kubeconfig-{}", cn.replace(':', "-")));
+        Ok(pki.write_kubeconfig_for(&path, &url, cn, &cert)?)
+    }
+
+    /// A kube client as user `cn` in group `group` (see [`Cluster::kubeconfig_as`]).
+    pub async fn client_as(&self, cn: &str, group: &str) -> Result<kube::Client> {
+        client_for(&self.kubeconfig_as(cn, group)?).await
+    }
+
+    /// The port the API server serves on (6443 for a process; any for an in-process server).
+    pub fn api_port(&self) -> u16 {
+        let url = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .ok()
+            .and_then(|kc| kc.clusters.first().and_then(|c| c.cluster.as_ref()).and_then(|c| c.server.clone()));
+        url.and_then(|u| u.rsplit(':').next().and_then(|p| p.parse().ok())).unwrap_or(6443)
     }
 
     /// The admin bearer token.
@@ -293,22 +453,35 @@ impl Cluster {
     }
 }
 
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- kubesvc server log ----\n{}", self.log());
-        }
-        if let Some(mut child) = self.server.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+        let log = self.log_path();
+        if let Server::Process { child, .. } = &mut self.server {
+            if std::thread::panicking() {
+                eprintln!("---- kubesvc server log ----\n{}", read_log(&log));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            if let Some(mut child) = child.take() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

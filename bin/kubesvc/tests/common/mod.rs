@@ -1,10 +1,26 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use kubesvc_testsupport::Cluster;
+use kubesvc_testsupport::{Cluster, Options};
 
-/// A fresh kubesvc in its own network namespace.
+/// A fresh kubesvc (API server and controllers) in this process.
 pub fn cluster() -> Cluster {
+    Cluster::in_process().expect("starting kubesvc")
+}
+
+/// A fresh in-process kubesvc set up as `opts` says.
+pub fn cluster_with(opts: Options) -> Cluster {
+    Cluster::in_process_with(opts).expect("starting kubesvc")
+}
+
+/// A fresh API server without controllers, in this process.
+pub fn api_server() -> Cluster {
+    cluster_with(Options { controllers: false, ..Default::default() })
+}
+
+/// `kubesvc server` as a process in a network namespace of its own, for what
+/// needs a process (restarts, kill -9, its database file).
+pub fn process() -> Cluster {
     Cluster::start(env!("CARGO_BIN_EXE_kubesvc")).expect("starting kubesvc")
 }
 

@@ -1,9 +1,8 @@
-//! The generic registry: how every kind is created ([`create`](mod@create)),
-//! updated and patched ([`update`](mod@update)) and deleted
-//! ([`delete`](mod@delete)), as Kubernetes' generic store does it, with the
-//! per-kind rules of kubesvc-api. Reads come from the watch cache; writes are
-//! compare-and-swap transactions on the store, retried when another writer
-//! got there first. Admission steps may append their own compares and writes
+//! The generic registry: how every kind is created (`create.rs`), updated
+//! and patched (`update.rs`) and deleted (`delete.rs`), as Kubernetes'
+//! generic store does it, with the per-kind rules of kubesvc-api. Reads come
+//! from the watch cache; writes are compare-and-swap transactions on the
+//! store, retried when another writer got there first. Admission steps may append their own compares and writes
 //! (allocations) to the same transaction through a [`TxnAppend`].
 
 mod create;
@@ -373,3 +372,6 @@ fn patch_error(e: PatchError) -> StatusError {
         PatchError::Internal(m) => StatusError::plain(m),
     }
 }
+
+#[cfg(test)]
+mod tests;

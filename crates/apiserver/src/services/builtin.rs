@@ -17,7 +17,7 @@ use super::ranges::IpRange;
 use crate::State;
 use crate::registry::{FieldValidation, WriteOptions};
 
-/// How often the built-ins are checked (Kubernetes' endpoint reconciler interval).
+/// How often the built-ins are checked by default (Kubernetes' endpoint reconciler interval).
 pub const INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the built-ins need to know about this server.
@@ -29,6 +29,8 @@ pub struct Builtins {
     pub advertise: Option<IpAddr>,
     /// The port this server serves HTTPS on.
     pub port: u16,
+    /// How often they are checked.
+    pub interval: Duration,
 }
 
 fn resource(group: &str, version: &str, plural: &str) -> &'static Resource {
@@ -155,7 +157,7 @@ pub async fn start(state: Arc<State>, b: Builtins) {
         let mut shutdown = state.shutdown.clone();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = tokio::time::sleep(b.interval) => {}
                 _ = shutdown.changed() => return,
             }
             reconcile(&state, &b).await;

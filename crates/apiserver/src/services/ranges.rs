@@ -227,3 +227,101 @@ impl Follower for Ranges {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use kubesvc_store::Txn;
+    use kubesvc_store::memory::MemoryStore;
+
+    use super::*;
+
+    fn range(cidr: &str) -> IpRange {
+        IpRange::new(Cidr::parse(cidr).unwrap()).unwrap()
+    }
+
+    fn ranges(cidr: &str, ports: &str) -> Ranges {
+        Ranges::new(vec![range(cidr)], PortRange::parse(ports).unwrap())
+    }
+
+    #[test]
+    fn usable_addresses_leave_out_network_and_broadcast() {
+        let r = range("10.0.0.0/29");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(r.offset(&ip("10.0.0.0")), None, "the network address");
+        assert_eq!(r.offset(&ip("10.0.0.1")), Some(0));
+        assert_eq!(r.offset(&ip("10.0.0.6")), Some(5));
+        assert_eq!(r.offset(&ip("10.0.0.7")), None, "the broadcast address");
+        assert_eq!(r.offset(&ip("10.0.1.1")), None);
+        assert_eq!(r.ip(5), Some(ip("10.0.0.6")));
+        assert_eq!(r.indexed(6), Some(ip("10.0.0.6")), "Kubernetes' n-th address, as kube-dns is the 10th");
+        assert_eq!(r.indexed(10), None, "past the range");
+        let v6 = range("fd00::/120");
+        assert_eq!(v6.offset(&ip("fd00::ff")), Some(254), "IPv6 has no broadcast address");
+        assert!(matches!(IpRange::new(Cidr::parse("10.0.0.0/30").unwrap()), Err(NetworkError::RangeTooSmall(_))));
+        assert!(matches!(IpRange::new(Cidr::parse("fd00::/63").unwrap()), Err(NetworkError::PrefixTooShort(63))));
+    }
+
+    #[test]
+    fn picks_avoid_taken_in_flight_and_excluded_addresses() {
+        let r = ranges("10.0.0.0/29", "30000-30002");
+        // Six usable addresses, no static band in so small a range: six distinct picks.
+        let picks: BTreeSet<IpAddr> = (0..6).map(|_| r.pick_ip(0, &[]).unwrap()).collect();
+        assert_eq!(picks.len(), 6, "in-flight candidates are not handed out twice while others are free");
+        // All in flight: they are tried again rather than failing.
+        assert!(r.pick_ip(0, &[]).is_some());
+        let all: Vec<String> = picks.iter().map(ip_key).collect();
+        assert_eq!(r.pick_ip(0, &all), None, "excluded ones never");
+        let ports: BTreeSet<u16> = (0..3).map(|_| r.pick_port(&[]).unwrap()).collect();
+        assert_eq!(ports, BTreeSet::from([30000, 30001, 30002]));
+    }
+
+    #[tokio::test]
+    async fn the_mirror_follows_the_store() {
+        let store = MemoryStore::new();
+        let r = ranges("10.0.0.0/29", "30000-30099");
+        let owner = br#"{"namespace":"default","name":"s","uid":"u"}"#.to_vec();
+        let mut txn = Txn::default();
+        for n in 1..=5 {
+            txn.ops.push(kubesvc_store::Op::Put {
+                key: ip_key(&format!("10.0.0.{n}").parse().unwrap()).into_bytes(),
+                value: owner.clone().into(),
+            });
+        }
+        assert!(store.txn(txn).await.unwrap().committed());
+        r.load_all(&store).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(r.pick_ip(0, &[]), Some("10.0.0.6".parse().unwrap()), "the one free address");
+        }
+        // A deletion seen through the watch frees its address.
+        let mut w = store.watch(PREFIX.as_bytes().to_vec(), 0).await.unwrap();
+        let mut del = Txn::default();
+        del.ops.push(kubesvc_store::Op::Delete { key: ip_key(&"10.0.0.2".parse().unwrap()).into_bytes() });
+        assert!(store.txn(del).await.unwrap().committed());
+        use futures::StreamExt;
+        loop {
+            let batch = w.next().await.unwrap().unwrap();
+            let done = batch.events.iter().any(|e| e.kind == EventKind::Delete);
+            r.apply(batch);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(r.pick_ip(0, &[]), Some("10.0.0.2".parse().unwrap()), "free and not in flight comes first");
+        let free: BTreeSet<IpAddr> = BTreeSet::from(["10.0.0.2".parse().unwrap(), "10.0.0.6".parse().unwrap()]);
+        for _ in 0..4 {
+            assert!(free.contains(&r.pick_ip(0, &[]).unwrap()), "never one the store holds");
+        }
+    }
+
+    #[test]
+    fn dynamic_band_first() {
+        // 100 ports: the first 16 are the static band, used only once the rest is gone.
+        let r = ranges("10.0.0.0/24", "30000-30099");
+        for _ in 0..84 {
+            assert!(r.pick_port(&[]).unwrap() >= 30016);
+        }
+        assert!(r.pick_port(&[]).unwrap() < 30016, "then the static band");
+    }
+}
