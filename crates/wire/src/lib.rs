@@ -252,10 +252,7 @@ fn layout(def: &'static Def) -> &'static Layout {
     let all = LAYOUTS.get_or_init(|| {
         schema::defs().iter().map(|d| Layout::build(&d.props.iter().map(|p| (p, p.tag)).collect::<Vec<_>>())).collect()
     });
-    // Defs live in one static slice: the address gives the index without a search.
-    let base = schema::defs().as_ptr() as usize;
-    let index = (def as *const Def as usize - base) / std::mem::size_of::<Def>();
-    &all[index]
+    &all[def.index]
 }
 
 // ---- decoding ------------------------------------------------------------------------------------

@@ -339,7 +339,7 @@ fn generate(defs: &BTreeMap<String, Value>, pb: &PbIndex, presence: &Presence) -
     writeln!(out, "use super::{{Def, Presence::*, Prop, Special, Ty}};\n")?;
     writeln!(out, "pub(super) static DEFS: &[Def] = &[")?;
     let mut unmatched = Vec::new();
-    for name in &names {
+    for (position, name) in names.iter().enumerate() {
         let schema = &defs[*name];
         let props = schema.get("properties").and_then(Value::as_object);
         let pbmsg = pb.for_def(name);
@@ -348,7 +348,7 @@ fn generate(defs: &BTreeMap<String, Value>, pb: &PbIndex, presence: &Presence) -
         }
         let pb_fields: &[PbField] = pbmsg.map(|(_, f)| f.as_slice()).unwrap_or_default();
         let own: BTreeSet<String> = props.into_iter().flatten().map(|(k, _)| norm(k)).collect();
-        writeln!(out, "    Def {{\n        name: {name:?},\n        props: &[")?;
+        writeln!(out, "    Def {{\n        name: {name:?},\n        index: {position},\n        props: &[")?;
         for (json, ps) in props.into_iter().flatten() {
             let (ty, want_kind) = ty_expr(ps, &index).with_context(|| format!("{name}.{json}"))?;
             // A kind's own apiVersion and kind (TypeMeta) have no field: they travel in the envelope.

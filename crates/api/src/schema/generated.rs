@@ -6,6 +6,7 @@ use super::{Def, Presence::*, Prop, Special, Ty};
 pub(super) static DEFS: &[Def] = &[
     Def {
         name: "io.k8s.api.apps.v1.Deployment",
+        index: 0,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -16,6 +17,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.DeploymentCondition",
+        index: 1,
         props: &[
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[7], presence: OmitEmpty },
             Prop { json: "lastUpdateTime", ty: Ty::Special(Special::Time), tag: &[6], presence: OmitEmpty },
@@ -27,6 +29,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.DeploymentSpec",
+        index: 2,
         props: &[
             Prop { json: "minReadySeconds", ty: Ty::Int32, tag: &[5], presence: OmitEmpty },
             Prop { json: "paused", ty: Ty::Bool, tag: &[7], presence: OmitEmpty },
@@ -40,6 +43,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.DeploymentStatus",
+        index: 3,
         props: &[
             Prop { json: "availableReplicas", ty: Ty::Int32, tag: &[4], presence: OmitEmpty },
             Prop { json: "collisionCount", ty: Ty::Int32, tag: &[8], presence: Pointer },
@@ -54,6 +58,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.DeploymentStrategy",
+        index: 4,
         props: &[
             Prop { json: "rollingUpdate", ty: Ty::Ref(9), tag: &[2], presence: OmitEmpty },
             Prop { json: "type", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -61,6 +66,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.ReplicaSet",
+        index: 5,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -71,6 +77,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.ReplicaSetCondition",
+        index: 6,
         props: &[
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[3], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[5], presence: OmitEmpty },
@@ -81,6 +88,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.ReplicaSetSpec",
+        index: 7,
         props: &[
             Prop { json: "minReadySeconds", ty: Ty::Int32, tag: &[4], presence: OmitEmpty },
             Prop { json: "replicas", ty: Ty::Int32, tag: &[1], presence: Pointer },
@@ -90,6 +98,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.ReplicaSetStatus",
+        index: 8,
         props: &[
             Prop { json: "availableReplicas", ty: Ty::Int32, tag: &[5], presence: OmitEmpty },
             Prop { json: "conditions", ty: Ty::List(&Ty::Ref(6)), tag: &[6], presence: OmitEmpty },
@@ -102,6 +111,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.apps.v1.RollingUpdateDeployment",
+        index: 9,
         props: &[
             Prop { json: "maxSurge", ty: Ty::Special(Special::IntOrString), tag: &[2], presence: OmitEmpty },
             Prop { json: "maxUnavailable", ty: Ty::Special(Special::IntOrString), tag: &[1], presence: OmitEmpty },
@@ -109,6 +119,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.autoscaling.v1.Scale",
+        index: 10,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -119,12 +130,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.autoscaling.v1.ScaleSpec",
+        index: 11,
         props: &[
             Prop { json: "replicas", ty: Ty::Int32, tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.autoscaling.v1.ScaleStatus",
+        index: 12,
         props: &[
             Prop { json: "replicas", ty: Ty::Int32, tag: &[1], presence: Always },
             Prop { json: "selector", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -132,6 +145,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.coordination.v1.Lease",
+        index: 13,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -141,6 +155,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.coordination.v1.LeaseSpec",
+        index: 14,
         props: &[
             Prop { json: "acquireTime", ty: Ty::Special(Special::MicroTime), tag: &[3], presence: OmitEmpty },
             Prop { json: "holderIdentity", ty: Ty::String, tag: &[1], presence: Pointer },
@@ -153,6 +168,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource",
+        index: 15,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "partition", ty: Ty::Int32, tag: &[3], presence: OmitEmpty },
@@ -162,6 +178,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Affinity",
+        index: 16,
         props: &[
             Prop { json: "nodeAffinity", ty: Ty::Ref(95), tag: &[1], presence: OmitEmpty },
             Prop { json: "podAffinity", ty: Ty::Ref(121), tag: &[2], presence: OmitEmpty },
@@ -170,6 +187,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.AppArmorProfile",
+        index: 17,
         props: &[
             Prop { json: "localhostProfile", ty: Ty::String, tag: &[2], presence: Pointer },
             Prop { json: "type", ty: Ty::String, tag: &[1], presence: Always },
@@ -177,6 +195,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.AttachedVolume",
+        index: 18,
         props: &[
             Prop { json: "devicePath", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
@@ -184,6 +203,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.AzureDiskVolumeSource",
+        index: 19,
         props: &[
             Prop { json: "cachingMode", ty: Ty::String, tag: &[3], presence: Pointer },
             Prop { json: "diskName", ty: Ty::String, tag: &[1], presence: Always },
@@ -195,6 +215,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.AzureFileVolumeSource",
+        index: 20,
         props: &[
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
             Prop { json: "secretName", ty: Ty::String, tag: &[1], presence: Always },
@@ -203,6 +224,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Binding",
+        index: 21,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -212,6 +234,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.CSIVolumeSource",
+        index: 22,
         props: &[
             Prop { json: "driver", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "fsType", ty: Ty::String, tag: &[3], presence: Pointer },
@@ -222,6 +245,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Capabilities",
+        index: 23,
         props: &[
             Prop { json: "add", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
             Prop { json: "drop", ty: Ty::List(&Ty::String), tag: &[2], presence: OmitEmpty },
@@ -229,6 +253,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.CephFSVolumeSource",
+        index: 24,
         props: &[
             Prop { json: "monitors", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
             Prop { json: "path", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -240,6 +265,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.CinderVolumeSource",
+        index: 25,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
@@ -249,12 +275,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ClientIPConfig",
+        index: 26,
         props: &[
             Prop { json: "timeoutSeconds", ty: Ty::Int32, tag: &[1], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ClusterTrustBundleProjection",
+        index: 27,
         props: &[
             Prop { json: "labelSelector", ty: Ty::Ref(196), tag: &[3], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Pointer },
@@ -266,6 +294,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapEnvSource",
+        index: 28,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "optional", ty: Ty::Bool, tag: &[2], presence: Pointer },
@@ -273,6 +302,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapKeySelector",
+        index: 29,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
@@ -281,6 +311,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapNodeConfigSource",
+        index: 30,
         props: &[
             Prop { json: "kubeletConfigKey", ty: Ty::String, tag: &[5], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[2], presence: Always },
@@ -291,6 +322,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapProjection",
+        index: 31,
         props: &[
             Prop { json: "items", ty: Ty::List(&Ty::Ref(81)), tag: &[2], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
@@ -299,6 +331,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapVolumeSource",
+        index: 32,
         props: &[
             Prop { json: "defaultMode", ty: Ty::Int32, tag: &[3], presence: Pointer },
             Prop { json: "defaultUser", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
@@ -309,6 +342,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Container",
+        index: 33,
         props: &[
             Prop { json: "args", ty: Ty::List(&Ty::String), tag: &[4], presence: OmitEmpty },
             Prop { json: "command", ty: Ty::List(&Ty::String), tag: &[3], presence: OmitEmpty },
@@ -339,6 +373,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerExtendedResourceRequest",
+        index: 34,
         props: &[
             Prop { json: "containerName", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "requestName", ty: Ty::String, tag: &[3], presence: Always },
@@ -347,6 +382,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerImage",
+        index: 35,
         props: &[
             Prop { json: "names", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
             Prop { json: "sizeBytes", ty: Ty::Int64, tag: &[2], presence: OmitEmpty },
@@ -354,6 +390,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerPort",
+        index: 36,
         props: &[
             Prop { json: "containerPort", ty: Ty::Int32, tag: &[3], presence: Always },
             Prop { json: "hostIP", ty: Ty::String, tag: &[5], presence: OmitEmpty },
@@ -364,6 +401,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerResizePolicy",
+        index: 37,
         props: &[
             Prop { json: "resourceName", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "restartPolicy", ty: Ty::String, tag: &[2], presence: Always },
@@ -371,6 +409,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerRestartRule",
+        index: 38,
         props: &[
             Prop { json: "action", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "exitCodes", ty: Ty::Ref(39), tag: &[2], presence: OmitEmpty },
@@ -378,6 +417,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerRestartRuleOnExitCodes",
+        index: 39,
         props: &[
             Prop { json: "operator", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "values", ty: Ty::List(&Ty::Int32), tag: &[2], presence: OmitEmpty },
@@ -385,6 +425,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerState",
+        index: 40,
         props: &[
             Prop { json: "running", ty: Ty::Ref(41), tag: &[2], presence: OmitEmpty },
             Prop { json: "terminated", ty: Ty::Ref(42), tag: &[3], presence: OmitEmpty },
@@ -393,12 +434,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerStateRunning",
+        index: 41,
         props: &[
             Prop { json: "startedAt", ty: Ty::Special(Special::Time), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerStateTerminated",
+        index: 42,
         props: &[
             Prop { json: "containerID", ty: Ty::String, tag: &[7], presence: OmitEmpty },
             Prop { json: "exitCode", ty: Ty::Int32, tag: &[1], presence: Always },
@@ -411,6 +454,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerStateWaiting",
+        index: 43,
         props: &[
             Prop { json: "message", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "reason", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -418,6 +462,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerStatus",
+        index: 44,
         props: &[
             Prop { json: "allocatedResources", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[10], presence: OmitEmpty },
             Prop { json: "allocatedResourcesStatus", ty: Ty::List(&Ty::Ref(152)), tag: &[14], presence: OmitEmpty },
@@ -438,24 +483,28 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerUser",
+        index: 45,
         props: &[
             Prop { json: "linux", ty: Ty::Ref(84), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.DaemonEndpoint",
+        index: 46,
         props: &[
             Prop { json: "Port", ty: Ty::Int32, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.DownwardAPIProjection",
+        index: 47,
         props: &[
             Prop { json: "items", ty: Ty::List(&Ty::Ref(48)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.DownwardAPIVolumeFile",
+        index: 48,
         props: &[
             Prop { json: "fieldRef", ty: Ty::Ref(114), tag: &[2], presence: OmitEmpty },
             Prop { json: "mode", ty: Ty::Int32, tag: &[4], presence: Pointer },
@@ -466,6 +515,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.DownwardAPIVolumeSource",
+        index: 49,
         props: &[
             Prop { json: "defaultMode", ty: Ty::Int32, tag: &[2], presence: Pointer },
             Prop { json: "defaultUser", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
@@ -474,6 +524,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EmptyDirVolumeSource",
+        index: 50,
         props: &[
             Prop { json: "medium", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "mode", ty: Ty::Int32, tag: &[], presence: OmitEmpty },
@@ -482,6 +533,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EndpointAddress",
+        index: 51,
         props: &[
             Prop { json: "hostname", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: Always },
@@ -491,6 +543,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EndpointPort",
+        index: 52,
         props: &[
             Prop { json: "appProtocol", ty: Ty::String, tag: &[4], presence: Pointer },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -500,6 +553,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EndpointSubset",
+        index: 53,
         props: &[
             Prop { json: "addresses", ty: Ty::List(&Ty::Ref(51)), tag: &[1], presence: OmitEmpty },
             Prop { json: "notReadyAddresses", ty: Ty::List(&Ty::Ref(51)), tag: &[2], presence: OmitEmpty },
@@ -508,6 +562,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Endpoints",
+        index: 54,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -517,6 +572,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EnvFromSource",
+        index: 55,
         props: &[
             Prop { json: "configMapRef", ty: Ty::Ref(28), tag: &[2], presence: OmitEmpty },
             Prop { json: "prefix", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -525,6 +581,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EnvVar",
+        index: 56,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "value", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -533,6 +590,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EnvVarSource",
+        index: 57,
         props: &[
             Prop { json: "configMapKeyRef", ty: Ty::Ref(29), tag: &[3], presence: OmitEmpty },
             Prop { json: "fieldRef", ty: Ty::Ref(114), tag: &[1], presence: OmitEmpty },
@@ -543,6 +601,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EphemeralContainer",
+        index: 58,
         props: &[
             Prop { json: "args", ty: Ty::List(&Ty::String), tag: &[1, 4], presence: OmitEmpty },
             Prop { json: "command", ty: Ty::List(&Ty::String), tag: &[1, 3], presence: OmitEmpty },
@@ -574,12 +633,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EphemeralVolumeSource",
+        index: 59,
         props: &[
             Prop { json: "volumeClaimTemplate", ty: Ty::Ref(117), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.Event",
+        index: 60,
         props: &[
             Prop { json: "action", ty: Ty::String, tag: &[12], presence: OmitEmpty },
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -602,6 +663,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EventSeries",
+        index: 61,
         props: &[
             Prop { json: "count", ty: Ty::Int32, tag: &[1], presence: OmitEmpty },
             Prop { json: "lastObservedTime", ty: Ty::Special(Special::MicroTime), tag: &[2], presence: OmitEmpty },
@@ -609,6 +671,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EventSource",
+        index: 62,
         props: &[
             Prop { json: "component", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "host", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -616,6 +679,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EvictionResponder",
+        index: 63,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "priority", ty: Ty::Int32, tag: &[], presence: OmitEmpty },
@@ -623,12 +687,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ExecAction",
+        index: 64,
         props: &[
             Prop { json: "command", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.FCVolumeSource",
+        index: 65,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "lun", ty: Ty::Int32, tag: &[2], presence: Pointer },
@@ -639,6 +705,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.FileKeySelector",
+        index: 66,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[3], presence: Always },
             Prop { json: "optional", ty: Ty::Bool, tag: &[4], presence: Pointer },
@@ -648,6 +715,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.FlexVolumeSource",
+        index: 67,
         props: &[
             Prop { json: "driver", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -658,6 +726,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.FlockerVolumeSource",
+        index: 68,
         props: &[
             Prop { json: "datasetName", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "datasetUUID", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -665,6 +734,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.GCEPersistentDiskVolumeSource",
+        index: 69,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "partition", ty: Ty::Int32, tag: &[3], presence: OmitEmpty },
@@ -674,6 +744,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.GRPCAction",
+        index: 70,
         props: &[
             Prop { json: "mode", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "port", ty: Ty::Int32, tag: &[1], presence: Always },
@@ -682,6 +753,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.GitRepoVolumeSource",
+        index: 71,
         props: &[
             Prop { json: "directory", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "repository", ty: Ty::String, tag: &[1], presence: Always },
@@ -690,6 +762,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.GlusterfsVolumeSource",
+        index: 72,
         props: &[
             Prop { json: "endpoints", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "path", ty: Ty::String, tag: &[2], presence: Always },
@@ -698,6 +771,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.HTTPGetAction",
+        index: 73,
         props: &[
             Prop { json: "host", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "httpHeaders", ty: Ty::List(&Ty::Ref(74)), tag: &[5], presence: OmitEmpty },
@@ -709,6 +783,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.HTTPHeader",
+        index: 74,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "value", ty: Ty::String, tag: &[2], presence: Always },
@@ -716,6 +791,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.HostAlias",
+        index: 75,
         props: &[
             Prop { json: "hostnames", ty: Ty::List(&Ty::String), tag: &[2], presence: OmitEmpty },
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: Always },
@@ -723,12 +799,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.HostIP",
+        index: 76,
         props: &[
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.HostPathVolumeSource",
+        index: 77,
         props: &[
             Prop { json: "path", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "type", ty: Ty::String, tag: &[2], presence: Pointer },
@@ -736,6 +814,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ISCSIVolumeSource",
+        index: 78,
         props: &[
             Prop { json: "chapAuthDiscovery", ty: Ty::Bool, tag: &[8], presence: OmitEmpty },
             Prop { json: "chapAuthSession", ty: Ty::Bool, tag: &[11], presence: OmitEmpty },
@@ -752,6 +831,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ImageVolumeSource",
+        index: 79,
         props: &[
             Prop { json: "pullPolicy", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "reference", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -759,12 +839,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ImageVolumeStatus",
+        index: 80,
         props: &[
             Prop { json: "imageRef", ty: Ty::String, tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.KeyToPath",
+        index: 81,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "mode", ty: Ty::Int32, tag: &[3], presence: Pointer },
@@ -774,6 +856,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Lifecycle",
+        index: 82,
         props: &[
             Prop { json: "postStart", ty: Ty::Ref(83), tag: &[1], presence: OmitEmpty },
             Prop { json: "preStop", ty: Ty::Ref(83), tag: &[2], presence: OmitEmpty },
@@ -782,6 +865,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.LifecycleHandler",
+        index: 83,
         props: &[
             Prop { json: "exec", ty: Ty::Ref(64), tag: &[1], presence: OmitEmpty },
             Prop { json: "httpGet", ty: Ty::Ref(73), tag: &[2], presence: OmitEmpty },
@@ -791,6 +875,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.LinuxContainerUser",
+        index: 84,
         props: &[
             Prop { json: "gid", ty: Ty::Int64, tag: &[2], presence: Always },
             Prop { json: "supplementalGroups", ty: Ty::List(&Ty::Int64), tag: &[3], presence: OmitEmpty },
@@ -799,6 +884,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.LoadBalancerIngress",
+        index: 85,
         props: &[
             Prop { json: "hostname", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -808,18 +894,21 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.LoadBalancerStatus",
+        index: 86,
         props: &[
             Prop { json: "ingress", ty: Ty::List(&Ty::Ref(85)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.LocalObjectReference",
+        index: 87,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NFSVolumeSource",
+        index: 88,
         props: &[
             Prop { json: "path", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
@@ -828,6 +917,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Namespace",
+        index: 89,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -838,6 +928,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NamespaceCondition",
+        index: 90,
         props: &[
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[4], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[6], presence: OmitEmpty },
@@ -848,12 +939,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NamespaceSpec",
+        index: 91,
         props: &[
             Prop { json: "finalizers", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NamespaceStatus",
+        index: 92,
         props: &[
             Prop { json: "conditions", ty: Ty::List(&Ty::Ref(90)), tag: &[2], presence: OmitEmpty },
             Prop { json: "phase", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -861,6 +954,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Node",
+        index: 93,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -871,6 +965,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAddress",
+        index: 94,
         props: &[
             Prop { json: "address", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "type", ty: Ty::String, tag: &[1], presence: Always },
@@ -878,6 +973,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAffinity",
+        index: 95,
         props: &[
             Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(143)), tag: &[2], presence: OmitEmpty },
             Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::Ref(107), tag: &[1], presence: OmitEmpty },
@@ -885,6 +981,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAllocatableMappedResources",
+        index: 96,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "quantity", ty: Ty::Special(Special::Quantity), tag: &[], presence: OmitEmpty },
@@ -892,6 +989,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAllocatableOverheadResources",
+        index: 97,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "perContainer", ty: Ty::Special(Special::Quantity), tag: &[], presence: OmitEmpty },
@@ -900,6 +998,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAllocatableResourceClaimStatus",
+        index: 98,
         props: &[
             Prop { json: "containers", ty: Ty::List(&Ty::String), tag: &[], presence: OmitEmpty },
             Prop { json: "mapping", ty: Ty::List(&Ty::Ref(96)), tag: &[], presence: OmitEmpty },
@@ -909,6 +1008,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeCondition",
+        index: 99,
         props: &[
             Prop { json: "lastHeartbeatTime", ty: Ty::Special(Special::Time), tag: &[3], presence: OmitEmpty },
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[4], presence: OmitEmpty },
@@ -920,12 +1020,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeConfigSource",
+        index: 100,
         props: &[
             Prop { json: "configMap", ty: Ty::Ref(30), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeConfigStatus",
+        index: 101,
         props: &[
             Prop { json: "active", ty: Ty::Ref(100), tag: &[2], presence: OmitEmpty },
             Prop { json: "assigned", ty: Ty::Ref(100), tag: &[1], presence: OmitEmpty },
@@ -935,24 +1037,28 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeDaemonEndpoints",
+        index: 102,
         props: &[
             Prop { json: "kubeletEndpoint", ty: Ty::Ref(46), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeFeatures",
+        index: 103,
         props: &[
             Prop { json: "supplementalGroupsPolicy", ty: Ty::Bool, tag: &[1], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodePodPreemptionPolicy",
+        index: 104,
         props: &[
             Prop { json: "disableResizePreemption", ty: Ty::List(&Ty::String), tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeRuntimeHandler",
+        index: 105,
         props: &[
             Prop { json: "features", ty: Ty::Ref(106), tag: &[2], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
@@ -960,6 +1066,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeRuntimeHandlerFeatures",
+        index: 106,
         props: &[
             Prop { json: "recursiveReadOnlyMounts", ty: Ty::Bool, tag: &[1], presence: Pointer },
             Prop { json: "userNamespaces", ty: Ty::Bool, tag: &[2], presence: Pointer },
@@ -967,12 +1074,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSelector",
+        index: 107,
         props: &[
             Prop { json: "nodeSelectorTerms", ty: Ty::List(&Ty::Ref(109)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSelectorRequirement",
+        index: 108,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "operator", ty: Ty::String, tag: &[2], presence: Always },
@@ -981,6 +1090,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSelectorTerm",
+        index: 109,
         props: &[
             Prop { json: "matchExpressions", ty: Ty::List(&Ty::Ref(108)), tag: &[1], presence: OmitEmpty },
             Prop { json: "matchFields", ty: Ty::List(&Ty::Ref(108)), tag: &[2], presence: OmitEmpty },
@@ -988,6 +1098,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSpec",
+        index: 110,
         props: &[
             Prop { json: "configSource", ty: Ty::Ref(100), tag: &[6], presence: OmitEmpty },
             Prop { json: "externalID", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -1001,6 +1112,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeStatus",
+        index: 111,
         props: &[
             Prop { json: "addresses", ty: Ty::List(&Ty::Ref(94)), tag: &[5], presence: OmitEmpty },
             Prop { json: "allocatable", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[2], presence: OmitEmpty },
@@ -1020,12 +1132,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSwapStatus",
+        index: 112,
         props: &[
             Prop { json: "capacity", ty: Ty::Int64, tag: &[1], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSystemInfo",
+        index: 113,
         props: &[
             Prop { json: "architecture", ty: Ty::String, tag: &[10], presence: Always },
             Prop { json: "bootID", ty: Ty::String, tag: &[3], presence: Always },
@@ -1043,6 +1157,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ObjectFieldSelector",
+        index: 114,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "fieldPath", ty: Ty::String, tag: &[2], presence: Always },
@@ -1050,6 +1165,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ObjectReference",
+        index: 115,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[5], presence: OmitEmpty },
             Prop { json: "fieldPath", ty: Ty::String, tag: &[7], presence: OmitEmpty },
@@ -1062,6 +1178,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PersistentVolumeClaimSpec",
+        index: 116,
         props: &[
             Prop { json: "accessModes", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
             Prop { json: "dataSource", ty: Ty::Ref(174), tag: &[7], presence: OmitEmpty },
@@ -1076,6 +1193,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PersistentVolumeClaimTemplate",
+        index: 117,
         props: &[
             Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
             Prop { json: "spec", ty: Ty::Ref(116), tag: &[2], presence: OmitEmpty },
@@ -1083,6 +1201,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource",
+        index: 118,
         props: &[
             Prop { json: "claimName", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[2], presence: OmitEmpty },
@@ -1090,6 +1209,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PhotonPersistentDiskVolumeSource",
+        index: 119,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "pdID", ty: Ty::String, tag: &[1], presence: Always },
@@ -1097,6 +1217,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Pod",
+        index: 120,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -1107,6 +1228,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodAffinity",
+        index: 121,
         props: &[
             Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(185)), tag: &[2], presence: OmitEmpty },
             Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(122)), tag: &[1], presence: OmitEmpty },
@@ -1114,6 +1236,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodAffinityTerm",
+        index: 122,
         props: &[
             Prop { json: "labelSelector", ty: Ty::Ref(196), tag: &[1], presence: OmitEmpty },
             Prop { json: "matchLabelKeys", ty: Ty::List(&Ty::String), tag: &[5], presence: OmitEmpty },
@@ -1125,6 +1248,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodAntiAffinity",
+        index: 123,
         props: &[
             Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(185)), tag: &[2], presence: OmitEmpty },
             Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(122)), tag: &[1], presence: OmitEmpty },
@@ -1132,6 +1256,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodCertificateProjection",
+        index: 124,
         props: &[
             Prop { json: "certificateChainPath", ty: Ty::String, tag: &[6], presence: OmitEmpty },
             Prop { json: "credentialBundlePath", ty: Ty::String, tag: &[4], presence: OmitEmpty },
@@ -1145,6 +1270,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodCondition",
+        index: 125,
         props: &[
             Prop { json: "lastProbeTime", ty: Ty::Special(Special::Time), tag: &[3], presence: OmitEmpty },
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[4], presence: OmitEmpty },
@@ -1157,6 +1283,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodDNSConfig",
+        index: 126,
         props: &[
             Prop { json: "nameservers", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
             Prop { json: "options", ty: Ty::List(&Ty::Ref(127)), tag: &[3], presence: OmitEmpty },
@@ -1165,6 +1292,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodDNSConfigOption",
+        index: 127,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "value", ty: Ty::String, tag: &[2], presence: Pointer },
@@ -1172,6 +1300,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodExtendedResourceClaimStatus",
+        index: 128,
         props: &[
             Prop { json: "requestMappings", ty: Ty::List(&Ty::Ref(34)), tag: &[1], presence: OmitEmpty },
             Prop { json: "resourceClaimName", ty: Ty::String, tag: &[2], presence: Always },
@@ -1179,24 +1308,28 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodIP",
+        index: 129,
         props: &[
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodOS",
+        index: 130,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodReadinessGate",
+        index: 131,
         props: &[
             Prop { json: "conditionType", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodResourceClaim",
+        index: 132,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "resourceClaimName", ty: Ty::String, tag: &[3], presence: Pointer },
@@ -1205,6 +1338,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodResourceClaimStatus",
+        index: 133,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "resourceClaimName", ty: Ty::String, tag: &[2], presence: Pointer },
@@ -1212,18 +1346,21 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodSchedulingGate",
+        index: 134,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodSchedulingGroup",
+        index: 135,
         props: &[
             Prop { json: "podGroupName", ty: Ty::String, tag: &[], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodSecurityContext",
+        index: 136,
         props: &[
             Prop { json: "appArmorProfile", ty: Ty::Ref(17), tag: &[11], presence: OmitEmpty },
             Prop { json: "fsGroup", ty: Ty::Int64, tag: &[5], presence: Pointer },
@@ -1242,6 +1379,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodSpec",
+        index: 137,
         props: &[
             Prop { json: "activeDeadlineSeconds", ty: Ty::Int64, tag: &[5], presence: Pointer },
             Prop { json: "affinity", ty: Ty::Ref(16), tag: &[18], presence: OmitEmpty },
@@ -1290,6 +1428,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodStatus",
+        index: 138,
         props: &[
             Prop { json: "allocatedResources", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[19], presence: OmitEmpty },
             Prop { json: "conditions", ty: Ty::List(&Ty::Ref(125)), tag: &[2], presence: OmitEmpty },
@@ -1317,6 +1456,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodTemplateSpec",
+        index: 139,
         props: &[
             Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
             Prop { json: "spec", ty: Ty::Ref(137), tag: &[2], presence: OmitEmpty },
@@ -1324,6 +1464,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodVolumeHealth",
+        index: 140,
         props: &[
             Prop { json: "healthConditions", ty: Ty::List(&Ty::Ref(178)), tag: &[], presence: OmitEmpty },
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[], presence: OmitEmpty },
@@ -1332,6 +1473,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PortStatus",
+        index: 141,
         props: &[
             Prop { json: "error", ty: Ty::String, tag: &[3], presence: Pointer },
             Prop { json: "port", ty: Ty::Int32, tag: &[1], presence: Always },
@@ -1340,6 +1482,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PortworxVolumeSource",
+        index: 142,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
@@ -1348,6 +1491,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PreferredSchedulingTerm",
+        index: 143,
         props: &[
             Prop { json: "preference", ty: Ty::Ref(109), tag: &[2], presence: OmitEmpty },
             Prop { json: "weight", ty: Ty::Int32, tag: &[1], presence: Always },
@@ -1355,6 +1499,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Probe",
+        index: 144,
         props: &[
             Prop { json: "exec", ty: Ty::Ref(64), tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "failureThreshold", ty: Ty::Int32, tag: &[6], presence: OmitEmpty },
@@ -1370,6 +1515,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ProjectedVolumeSource",
+        index: 145,
         props: &[
             Prop { json: "defaultMode", ty: Ty::Int32, tag: &[2], presence: Pointer },
             Prop { json: "defaultUser", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
@@ -1378,6 +1524,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.QuobyteVolumeSource",
+        index: 146,
         props: &[
             Prop { json: "group", ty: Ty::String, tag: &[5], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
@@ -1389,6 +1536,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.RBDVolumeSource",
+        index: 147,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "image", ty: Ty::String, tag: &[2], presence: Always },
@@ -1402,6 +1550,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceClaim",
+        index: 148,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "request", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -1409,6 +1558,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceFieldSelector",
+        index: 149,
         props: &[
             Prop { json: "containerName", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "divisor", ty: Ty::Special(Special::Quantity), tag: &[3], presence: OmitEmpty },
@@ -1417,6 +1567,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceHealth",
+        index: 150,
         props: &[
             Prop { json: "health", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[], presence: Pointer },
@@ -1425,6 +1576,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceRequirements",
+        index: 151,
         props: &[
             Prop { json: "claims", ty: Ty::List(&Ty::Ref(148)), tag: &[3], presence: OmitEmpty },
             Prop { json: "limits", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[1], presence: OmitEmpty },
@@ -1433,6 +1585,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceStatus",
+        index: 152,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "resources", ty: Ty::List(&Ty::Ref(150)), tag: &[2], presence: OmitEmpty },
@@ -1440,6 +1593,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SELinuxOptions",
+        index: 153,
         props: &[
             Prop { json: "level", ty: Ty::String, tag: &[4], presence: OmitEmpty },
             Prop { json: "role", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -1449,6 +1603,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ScaleIOVolumeSource",
+        index: 154,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[9], presence: OmitEmpty },
             Prop { json: "gateway", ty: Ty::String, tag: &[1], presence: Always },
@@ -1464,6 +1619,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SeccompProfile",
+        index: 155,
         props: &[
             Prop { json: "localhostProfile", ty: Ty::String, tag: &[2], presence: Pointer },
             Prop { json: "type", ty: Ty::String, tag: &[1], presence: Always },
@@ -1471,6 +1627,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SecretEnvSource",
+        index: 156,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "optional", ty: Ty::Bool, tag: &[2], presence: Pointer },
@@ -1478,6 +1635,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SecretKeySelector",
+        index: 157,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
@@ -1486,6 +1644,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SecretProjection",
+        index: 158,
         props: &[
             Prop { json: "items", ty: Ty::List(&Ty::Ref(81)), tag: &[2], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
@@ -1494,6 +1653,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SecretVolumeSource",
+        index: 159,
         props: &[
             Prop { json: "defaultMode", ty: Ty::Int32, tag: &[3], presence: Pointer },
             Prop { json: "defaultUser", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
@@ -1504,6 +1664,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SecurityContext",
+        index: 160,
         props: &[
             Prop { json: "allowPrivilegeEscalation", ty: Ty::Bool, tag: &[7], presence: Pointer },
             Prop { json: "appArmorProfile", ty: Ty::Ref(17), tag: &[12], presence: OmitEmpty },
@@ -1521,6 +1682,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Service",
+        index: 161,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -1531,6 +1693,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ServiceAccountTokenProjection",
+        index: 162,
         props: &[
             Prop { json: "audience", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "expirationSeconds", ty: Ty::Int64, tag: &[2], presence: Pointer },
@@ -1540,6 +1703,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ServicePort",
+        index: 163,
         props: &[
             Prop { json: "appProtocol", ty: Ty::String, tag: &[6], presence: Pointer },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -1551,6 +1715,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ServiceSpec",
+        index: 164,
         props: &[
             Prop { json: "allocateLoadBalancerNodePorts", ty: Ty::Bool, tag: &[20], presence: Pointer },
             Prop { json: "clusterIP", ty: Ty::String, tag: &[3], presence: OmitEmpty },
@@ -1576,6 +1741,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ServiceStatus",
+        index: 165,
         props: &[
             Prop { json: "conditions", ty: Ty::List(&Ty::Ref(194)), tag: &[2], presence: OmitEmpty },
             Prop { json: "loadBalancer", ty: Ty::Ref(86), tag: &[1], presence: OmitEmpty },
@@ -1583,18 +1749,21 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SessionAffinityConfig",
+        index: 166,
         props: &[
             Prop { json: "clientIP", ty: Ty::Ref(26), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.SleepAction",
+        index: 167,
         props: &[
             Prop { json: "seconds", ty: Ty::Int64, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.StorageOSVolumeSource",
+        index: 168,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[4], presence: OmitEmpty },
@@ -1605,6 +1774,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Sysctl",
+        index: 169,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "value", ty: Ty::String, tag: &[2], presence: Always },
@@ -1612,6 +1782,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.TCPSocketAction",
+        index: 170,
         props: &[
             Prop { json: "host", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "port", ty: Ty::Special(Special::IntOrString), tag: &[1], presence: OmitEmpty },
@@ -1619,6 +1790,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Taint",
+        index: 171,
         props: &[
             Prop { json: "effect", ty: Ty::String, tag: &[3], presence: Always },
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: Always },
@@ -1628,6 +1800,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Toleration",
+        index: 172,
         props: &[
             Prop { json: "effect", ty: Ty::String, tag: &[4], presence: OmitEmpty },
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -1638,6 +1811,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.TopologySpreadConstraint",
+        index: 173,
         props: &[
             Prop { json: "labelSelector", ty: Ty::Ref(196), tag: &[4], presence: OmitEmpty },
             Prop { json: "matchLabelKeys", ty: Ty::List(&Ty::String), tag: &[8], presence: OmitEmpty },
@@ -1651,6 +1825,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.TypedLocalObjectReference",
+        index: 174,
         props: &[
             Prop { json: "apiGroup", ty: Ty::String, tag: &[1], presence: Pointer },
             Prop { json: "kind", ty: Ty::String, tag: &[2], presence: Always },
@@ -1659,6 +1834,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.TypedObjectReference",
+        index: 175,
         props: &[
             Prop { json: "apiGroup", ty: Ty::String, tag: &[1], presence: Pointer },
             Prop { json: "kind", ty: Ty::String, tag: &[2], presence: Always },
@@ -1668,6 +1844,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Volume",
+        index: 176,
         props: &[
             Prop { json: "awsElasticBlockStore", ty: Ty::Ref(15), tag: &[2, 4], presence: OmitEmpty },
             Prop { json: "azureDisk", ty: Ty::Ref(19), tag: &[2, 22], presence: OmitEmpty },
@@ -1704,6 +1881,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeDevice",
+        index: 177,
         props: &[
             Prop { json: "devicePath", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
@@ -1711,6 +1889,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeHealthCondition",
+        index: 178,
         props: &[
             Prop { json: "message", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "reason", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -1719,6 +1898,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeMount",
+        index: 179,
         props: &[
             Prop { json: "bindMountOptions", ty: Ty::List(&Ty::String), tag: &[], presence: OmitEmpty },
             Prop { json: "mountPath", ty: Ty::String, tag: &[3], presence: Always },
@@ -1732,6 +1912,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeMountStatus",
+        index: 180,
         props: &[
             Prop { json: "mountPath", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
@@ -1742,6 +1923,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeProjection",
+        index: 181,
         props: &[
             Prop { json: "clusterTrustBundle", ty: Ty::Ref(27), tag: &[5], presence: OmitEmpty },
             Prop { json: "configMap", ty: Ty::Ref(31), tag: &[3], presence: OmitEmpty },
@@ -1753,6 +1935,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeResourceRequirements",
+        index: 182,
         props: &[
             Prop { json: "limits", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[1], presence: OmitEmpty },
             Prop { json: "requests", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[2], presence: OmitEmpty },
@@ -1760,12 +1943,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeStatus",
+        index: 183,
         props: &[
             Prop { json: "image", ty: Ty::Ref(80), tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.VsphereVirtualDiskVolumeSource",
+        index: 184,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "storagePolicyID", ty: Ty::String, tag: &[4], presence: OmitEmpty },
@@ -1775,6 +1960,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.WeightedPodAffinityTerm",
+        index: 185,
         props: &[
             Prop { json: "podAffinityTerm", ty: Ty::Ref(122), tag: &[2], presence: OmitEmpty },
             Prop { json: "weight", ty: Ty::Int32, tag: &[1], presence: Always },
@@ -1782,6 +1968,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.WindowsSecurityContextOptions",
+        index: 186,
         props: &[
             Prop { json: "gmsaCredentialSpec", ty: Ty::String, tag: &[2], presence: Pointer },
             Prop { json: "gmsaCredentialSpecName", ty: Ty::String, tag: &[1], presence: Pointer },
@@ -1791,6 +1978,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.Endpoint",
+        index: 187,
         props: &[
             Prop { json: "addresses", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
             Prop { json: "conditions", ty: Ty::Ref(188), tag: &[2], presence: OmitEmpty },
@@ -1804,6 +1992,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.EndpointConditions",
+        index: 188,
         props: &[
             Prop { json: "ready", ty: Ty::Bool, tag: &[1], presence: Pointer },
             Prop { json: "serving", ty: Ty::Bool, tag: &[2], presence: Pointer },
@@ -1812,6 +2001,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.EndpointHints",
+        index: 189,
         props: &[
             Prop { json: "forNodes", ty: Ty::List(&Ty::Ref(192)), tag: &[2], presence: OmitEmpty },
             Prop { json: "forZones", ty: Ty::List(&Ty::Ref(193)), tag: &[1], presence: OmitEmpty },
@@ -1819,6 +2009,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.EndpointPort",
+        index: 190,
         props: &[
             Prop { json: "appProtocol", ty: Ty::String, tag: &[4], presence: Pointer },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Pointer },
@@ -1828,6 +2019,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.EndpointSlice",
+        index: 191,
         props: &[
             Prop { json: "addressType", ty: Ty::String, tag: &[4], presence: Always },
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -1839,18 +2031,21 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.ForNode",
+        index: 192,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.discovery.v1.ForZone",
+        index: 193,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Condition",
+        index: 194,
         props: &[
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[4], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[6], presence: Always },
@@ -1862,6 +2057,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+        index: 195,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "dryRun", ty: Ty::List(&Ty::String), tag: &[5], presence: OmitEmpty },
@@ -1875,6 +2071,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+        index: 196,
         props: &[
             Prop { json: "matchExpressions", ty: Ty::List(&Ty::Ref(197)), tag: &[2], presence: OmitEmpty },
             Prop { json: "matchLabels", ty: Ty::Map(&Ty::String), tag: &[1], presence: OmitEmpty },
@@ -1882,6 +2079,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement",
+        index: 197,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "operator", ty: Ty::String, tag: &[2], presence: Always },
@@ -1890,6 +2088,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta",
+        index: 198,
         props: &[
             Prop { json: "continue", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "remainingItemCount", ty: Ty::Int64, tag: &[4], presence: Pointer },
@@ -1900,6 +2099,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry",
+        index: 199,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "fieldsType", ty: Ty::String, tag: &[6], presence: OmitEmpty },
@@ -1912,6 +2112,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        index: 200,
         props: &[
             Prop { json: "annotations", ty: Ty::Map(&Ty::String), tag: &[12], presence: OmitEmpty },
             Prop { json: "creationTimestamp", ty: Ty::Special(Special::Time), tag: &[8], presence: OmitEmpty },
@@ -1932,6 +2133,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
+        index: 201,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[5], presence: Always },
             Prop { json: "blockOwnerDeletion", ty: Ty::Bool, tag: &[7], presence: Pointer },
@@ -1943,6 +2145,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Preconditions",
+        index: 202,
         props: &[
             Prop { json: "resourceVersion", ty: Ty::String, tag: &[2], presence: Pointer },
             Prop { json: "uid", ty: Ty::String, tag: &[1], presence: Pointer },
@@ -1950,12 +2153,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ShardInfo",
+        index: 203,
         props: &[
             Prop { json: "selector", ty: Ty::String, tag: &[], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+        index: 204,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "code", ty: Ty::Int32, tag: &[6], presence: OmitEmpty },
@@ -1969,6 +2174,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.StatusCause",
+        index: 205,
         props: &[
             Prop { json: "field", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -1977,6 +2183,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.StatusDetails",
+        index: 206,
         props: &[
             Prop { json: "causes", ty: Ty::List(&Ty::Ref(205)), tag: &[4], presence: OmitEmpty },
             Prop { json: "group", ty: Ty::String, tag: &[2], presence: OmitEmpty },

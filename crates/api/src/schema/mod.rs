@@ -17,6 +17,8 @@ pub use canonical::{Canonical, TypeError, canonicalize};
 pub struct Def {
     /// The OpenAPI definition name, e.g. `io.k8s.api.core.v1.ServicePort`.
     pub name: &'static str,
+    /// Its position in the table, which [`Ty::Ref`] points at.
+    pub index: usize,
     /// Sorted by JSON name.
     pub props: &'static [Prop],
 }
@@ -116,6 +118,13 @@ pub fn def(name: &str) -> Option<&'static Def> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_def_knows_its_place() {
+        for (i, d) in defs().iter().enumerate() {
+            assert_eq!(d.index, i, "{}", d.name);
+        }
+    }
 
     #[test]
     fn props_are_sorted_for_binary_search() {

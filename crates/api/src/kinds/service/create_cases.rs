@@ -14,7 +14,7 @@
 
 use serde_json::json;
 
-use super::cases::{Case, case, del, push, set};
+use super::cases::{Case, case, del, push, set, touch};
 
 /// The `service.beta.kubernetes.io/load-balancer-source-ranges` annotation.
 const LB_SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
@@ -25,6 +25,7 @@ const TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
 
 /// Sets an annotation (keys with `/` can't go through a JSON pointer unescaped).
 fn annotate(s: &mut serde_json::Value, key: &str, val: &str) {
+    touch("/metadata/annotations");
     s["metadata"]["annotations"][key] = json!(val);
 }
 
@@ -61,11 +62,13 @@ pub(super) fn cases() -> Vec<Case> {
         case("invalid generateName", 1, |s| set(s, "/metadata/generateName", json!("-123"))),
         case("too long generateName", 1, |s| set(s, "/metadata/generateName", json!("a".repeat(64)))),
         case("invalid label", 1, |s| {
+            touch("/metadata/labels");
             s["metadata"]["labels"]["NoUppercaseOrSpecialCharsLike=Equals"] = json!("bar");
         }),
         case("invalid annotation", 1, |s| annotate(s, "NoSpecialCharsLike=Equals", "bar")),
         case("nil selector", 0, |s| del(s, "/spec/selector")),
         case("invalid selector", 1, |s| {
+            touch("/spec/selector");
             s["spec"]["selector"]["NoSpecialCharsLike=Equals"] = json!("bar");
         }),
         case("missing session affinity", 1, |s| set(s, "/spec/sessionAffinity", json!(""))),
@@ -169,10 +172,12 @@ pub(super) fn cases() -> Vec<Case> {
             set(s, "/spec/externalTrafficPolicy", json!("Cluster"));
             set(s, "/spec/allocateLoadBalancerNodePorts", json!(false));
         }),
+        // Kubernetes names this field without its `spec.` parent.
         case("invalid type - missing AllocateLoadBalancerNodePorts for loadbalancer type", 1, |s| {
             set(s, "/spec/type", json!("LoadBalancer"));
             set(s, "/spec/externalTrafficPolicy", json!("Cluster"));
-        }),
+        })
+        .also(&["allocateLoadBalancerNodePorts"]),
         case("valid type loadbalancer 2 ports", 0, |s| {
             lb(s);
             push(s, "/spec/ports", json!({"name": "q", "port": 12345, "protocol": "TCP", "targetPort": 12345}));

@@ -54,15 +54,18 @@ pub(super) fn cases() -> Vec<Case> {
         }),
         case("externalTrafficPolicy is required on NodePort service", 1, |s| {
             set(s, "/spec/type", json!("NodePort"));
-        }),
+        })
+        .also(&["spec.externalTrafficPolicy"]),
         case("externalTrafficPolicy is required on LoadBalancer service", 1, |s| {
             set(s, "/spec/type", json!("LoadBalancer"));
-        }),
+        })
+        .also(&["spec.externalTrafficPolicy"]),
         case("externalTrafficPolicy is required on ClusterIP service with externalIPs", 1, |s| {
             set(s, "/spec/type", json!("ClusterIP"));
             // Upstream's address has a comma ("1.2.3,4"); only the traffic-policy
             // check runs here, so its validity does not matter.
             set(s, "/spec/externalIPs", json!(["1.2.3,4"]));
-        }),
+        })
+        .also(&["spec.externalTrafficPolicy"]),
     ]
 }

@@ -23,7 +23,7 @@
 
 use serde_json::json;
 
-use super::cases::{UpdateCase, del, push, set, update_case};
+use super::cases::{UpdateCase, del, push, set, touch, update_case};
 
 // Annotation keys hold '/', so they are set by indexing rather than by a JSON pointer.
 const TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";
@@ -32,6 +32,7 @@ const LB_SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balan
 
 /// `metadata.annotations[key] = value`.
 fn annotate(s: &mut serde_json::Value, key: &str, value: &str) {
+    touch("/metadata/annotations");
     s["metadata"]["annotations"][key] = json!(value);
 }
 
@@ -683,7 +684,8 @@ pub(super) fn cases() -> Vec<UpdateCase> {
                 ty(new, "ExternalName");
                 set(new, "/spec/loadBalancerClass", json!("test.com/test-load-balancer-class"));
             },
-        ),
+        )
+        .also(&["spec.externalName"]),
         update_case(
             "invalid: set LoadBalancerClass when update service to non LoadBalancer type of service",
             2,
@@ -712,7 +714,8 @@ pub(super) fn cases() -> Vec<UpdateCase> {
                 ty(new, "ExternalName");
                 set(new, "/spec/loadBalancerClass", json!("test.com/test-load-balancer-class"));
             },
-        ),
+        )
+        .also(&["spec.externalName"]),
         update_case(
             "invalid: set LoadBalancerClass when update from LoadBalancer service to non LoadBalancer type of service",
             2,
