@@ -220,7 +220,7 @@ fn seed_manifests_apply_and_list() {
 
     let deploy = rows(&c.kubectl(&["get", "deployment", "apache-deployment", "-n", "ex4"]).ok());
     assert_eq!(deploy[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
-    assert_eq!(deploy[1][1], "0/4", "no controllers yet: nothing is ready");
+    assert_eq!(deploy[1][1], "0/4", "no node runs the pods: nothing is ready");
     let exposed = c.kubectl(&[
         "expose",
         "deployment",
