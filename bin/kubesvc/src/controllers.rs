@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client;
 use crate::supervisor::Supervisor;
 
 /// The controllers' settings, shared by `kubesvc server` and `kubesvc controllers`.
@@ -44,7 +43,7 @@ pub fn spawn(sup: &mut Supervisor, client: kube::Client, flags: &Flags) {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = client::from_kubeconfig(args.kubeconfig).await?;
+    let client = kubesvc_runtime::client::from_kubeconfig(args.kubeconfig.as_deref()).await?;
     let mut sup = Supervisor::new();
     spawn(&mut sup, client, &args.flags);
     sup.run().await

@@ -2,7 +2,6 @@
 //! parses its own flags and runs under a [`supervisor::Supervisor`], so the
 //! process fails, naming the role, when any of its roles does.
 
-mod client;
 mod controllers;
 mod server;
 mod supervisor;

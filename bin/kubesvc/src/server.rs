@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::ValueEnum;
 use kubesvc_store::Store;
 
+use crate::controllers;
 use crate::supervisor::Supervisor;
-use crate::{client, controllers};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Storage {
@@ -84,7 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stop = sup.stopping();
     sup.spawn("API server", async move { Ok(running.serve_until(stop).await?) });
     if args.controllers {
-        let client = client::from_kubeconfig(Some(kubeconfig)).await?;
+        let client = kubesvc_runtime::client::from_kubeconfig(Some(&kubeconfig)).await?;
         controllers::spawn(&mut sup, client, &args.controller_flags);
     }
     sup.run().await

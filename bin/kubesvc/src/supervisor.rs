@@ -5,7 +5,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use std::panic::AssertUnwindSafe;
+
+use anyhow::anyhow;
+use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -28,45 +31,50 @@ impl Supervisor {
     }
 
     /// Runs `role` until it ends; it should end soon after [`Supervisor::stopping`] turns true.
+    /// A panic in it is its failure.
     pub fn spawn(&mut self, role: &'static str, run: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
-        self.roles.spawn(async move { (role, run.await) });
+        self.roles.spawn(async move {
+            let result = AssertUnwindSafe(run).catch_unwind().await.unwrap_or_else(|_| Err(anyhow!("panicked")));
+            (role, result)
+        });
     }
 
     /// Waits for SIGINT/SIGTERM or the first role to end, then stops every
-    /// role; the first failure (or early end) is the result.
+    /// role; the first failure (or early end) is the result. A second signal
+    /// while stopping, or roles slower than [`STOP_GRACE`], end them at once.
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut failure: Option<anyhow::Error> = None;
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("shutting down"),
             Some(ended) = self.roles.join_next() => {
-                let (role, result) = ended.context("a role panicked")?;
-                failure = Some(match result {
-                    Ok(()) => anyhow!("{role} stopped on its own"),
-                    Err(e) => e.context(format!("{role} failed")),
+                failure = Some(match ended {
+                    Ok((role, Ok(()))) => anyhow!("{role} stopped on its own"),
+                    Ok((role, Err(e))) => e.context(format!("{role} failed")),
+                    Err(e) => anyhow!("a role was cancelled: {e}"),
                 });
             }
         }
         self.stop.send_replace(true);
-        let drained = tokio::time::timeout(STOP_GRACE, async {
-            while let Some(ended) = self.roles.join_next().await {
-                match ended {
-                    Ok((_, Ok(()))) => {}
-                    Ok((role, Err(e))) => {
-                        let e = e.context(format!("{role} failed while stopping"));
-                        tracing::error!(error = format!("{e:#}"));
-                        failure.get_or_insert(e);
-                    }
-                    Err(e) => {
-                        failure.get_or_insert(anyhow!("a role panicked while stopping: {e}"));
-                    }
+        let roles = &mut self.roles;
+        let mut stopping_failure: Option<anyhow::Error> = None;
+        let drain = async {
+            while let Some(ended) = roles.join_next().await {
+                if let Ok((role, Err(e))) = ended {
+                    let e = e.context(format!("{role} failed while stopping"));
+                    tracing::error!(error = format!("{e:#}"));
+                    stopping_failure.get_or_insert(e);
                 }
             }
-        })
-        .await;
-        if drained.is_err() {
-            failure.get_or_insert(anyhow!("roles did not stop within {STOP_GRACE:?}"));
+        };
+        let cut_short = tokio::select! {
+            _ = drain => None,
+            _ = tokio::time::sleep(STOP_GRACE) => Some(anyhow!("roles did not stop within {STOP_GRACE:?}")),
+            _ = shutdown_signal() => Some(anyhow!("interrupted while stopping")),
+        };
+        if cut_short.is_some() {
+            self.roles.abort_all();
         }
-        failure.map_or(Ok(()), Err)
+        failure.or(stopping_failure).or(cut_short).map_or(Ok(()), Err)
     }
 }
 
@@ -104,6 +112,21 @@ mod tests {
         let err = s.run().await.unwrap_err();
         assert_eq!(format!("{err:#}"), "flaky failed: lost the API");
         assert!(stopped_rx.await.is_ok(), "the steady role was asked to stop and did");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_role_is_named_and_the_others_still_stop() {
+        let mut s = Supervisor::new();
+        let mut stop = s.stopping();
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+        s.spawn("steady", async move {
+            let _ = stop.wait_for(|s| *s).await;
+            let _ = stopped_tx.send(());
+            Ok(())
+        });
+        s.spawn("broken", async { panic!("a bug") });
+        assert_eq!(format!("{:#}", s.run().await.unwrap_err()), "broken failed: panicked");
+        assert!(stopped_rx.await.is_ok());
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The real kubectl against kubesvc, each test in its own network namespace.
+//! The real kubectl against kubesvc, each test on its own in-process cluster.
 #![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
 
 mod common;
@@ -551,7 +551,7 @@ count: 1
     let slices = rows(&c.kubectl(&["get", "endpointslices"]).ok());
     assert_eq!(slices[0], ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]);
     assert_eq!(row(&slices, "web-xyz")[..4], ["web-xyz", "IPv4", "8080", "10.1.0.5,10.1.0.6"]);
-    let port = c.api_port().to_string();
+    let port = c.api_port().unwrap().to_string();
     assert_eq!(row(&slices, "kubernetes")[..4], ["kubernetes", "IPv4", port.as_str(), kubesvc_testsupport::NODE_IP]);
     assert_eq!(
         c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).ok().trim(),

@@ -313,7 +313,7 @@ fn type_changes_release_what_the_old_type_held() {
 #[test]
 fn builtin_services_and_their_endpoints() {
     let c = common::cluster();
-    let port = c.api_port();
+    let port = c.api_port().unwrap();
     let k = get(&c, "service/kubernetes", "default");
     assert_eq!(k["metadata"]["labels"], json!({"component": "apiserver", "provider": "kubernetes"}));
     assert_eq!(k["spec"]["clusterIP"], "10.96.0.1");

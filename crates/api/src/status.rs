@@ -92,6 +92,16 @@ impl StatusError {
         }
     }
 
+    /// A precondition the storage layer checks, failed: `what` (UID or
+    /// ResourceVersion) was `want` in the request and is `have` on the object.
+    pub fn precondition_failed(gr: GroupResource, name: &str, what: &str, want: &str, have: &str) -> Self {
+        Self::conflict(
+            gr,
+            name,
+            &format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"),
+        )
+    }
+
     pub fn conflict(gr: GroupResource, name: &str, why: &str) -> Self {
         StatusError {
             details: details(name, gr.group, gr.resource),

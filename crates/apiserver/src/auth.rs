@@ -5,6 +5,7 @@
 
 use kubesvc_api::resources::Resource;
 use kubesvc_api::status::{GroupResource, StatusError};
+use kubesvc_api::validation::go_quote;
 
 /// Kubernetes' superuser group.
 pub const GROUP_MASTERS: &str = "system:masters";
@@ -105,27 +106,31 @@ pub fn forbidden(user: &User, req: &Request<'_>, reason: Option<&str>) -> Status
             let scope = if namespace.is_empty() {
                 "at the cluster scope".to_string()
             } else {
-                format!("in the namespace {namespace:?}")
+                format!("in the namespace {}", go_quote(namespace))
             };
             let message = format!(
-                "User {:?} cannot {verb} resource {full:?} in API group {:?} {scope}{why}",
-                user.name, resource.group
+                "User {} cannot {verb} resource {} in API group {} {scope}{why}",
+                go_quote(&user.name),
+                go_quote(&full),
+                go_quote(resource.group)
             );
-            let gr = GroupResource { group: resource.group, resource: &full };
+            // The subresource is in the message only; the prefix and details name the resource.
+            let gr = GroupResource { group: resource.group, resource: resource.plural };
             StatusError::forbidden(gr, name.unwrap_or_default(), &message)
         }
         Request::Path { verb, path } => {
-            let message = format!("User {:?} cannot {verb} path {path:?}{why}", user.name);
+            let message = format!("User {} cannot {verb} path {}{why}", go_quote(&user.name), go_quote(path));
             StatusError::forbidden(GroupResource { group: "", resource: "" }, "", &message)
         }
     }
 }
 
 /// The subject of an X.509 certificate (DER) as a user: the common name and
-/// every organization. `None` if the certificate cannot be read or has no CN.
+/// every organization. `None` if the certificate cannot be read or its CN is
+/// missing or empty (Kubernetes authenticates no user from those).
 pub fn user_from_certificate(der: &[u8]) -> Option<User> {
     let (cn, orgs) = der::subject(der)?;
-    Some(User::new(cn?, orgs))
+    Some(User::new(cn.filter(|cn| !cn.is_empty())?, orgs))
 }
 
 /// Just enough DER to read a certificate's subject; the TLS verifier has
@@ -165,7 +170,20 @@ mod der {
         (tag == want).then_some((body, rest))
     }
 
-    /// The subject's CN and O values.
+    /// The text of a DirectoryString: UTF8String, PrintableString, IA5String and
+    /// T61String as bytes, BMPString as UTF-16BE; `None` for anything else.
+    fn decode_string(tag: u8, bytes: &[u8]) -> Option<String> {
+        match tag {
+            0x0c | 0x13 | 0x16 | 0x14 => String::from_utf8(bytes.to_vec()).ok(),
+            0x1e if bytes.len().is_multiple_of(2) => {
+                let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                String::from_utf16(&units).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The subject's CN and O values (those that decode).
     pub fn subject(cert: &[u8]) -> Option<(Option<String>, Vec<String>)> {
         let (cert, _) = expect(cert, SEQUENCE)?;
         let (tbs, _) = expect(cert, SEQUENCE)?;
@@ -186,13 +204,15 @@ mod der {
                 let (attr, next) = expect(rdn, SEQUENCE)?;
                 rdn = next;
                 let (oid, value) = expect(attr, OID)?;
-                // Any string type: UTF8String, PrintableString, IA5String, T61String.
-                let (_, text, _) = tlv(value)?;
-                let text = String::from_utf8(text.to_vec()).ok()?;
-                match oid {
-                    OID_CN => cn = Some(text),
-                    OID_O => orgs.push(text),
-                    _ => {}
+                if oid != OID_CN && oid != OID_O {
+                    continue;
+                }
+                let (tag, text, _) = tlv(value)?;
+                let Some(text) = decode_string(tag, text) else { continue };
+                if oid == OID_CN {
+                    cn = Some(text);
+                } else {
+                    orgs.push(text);
                 }
             }
         }
@@ -230,10 +250,20 @@ mod tests {
         assert_eq!(alice.groups, [GROUP_AUTHENTICATED]);
         assert_eq!(alice.node_name(), None);
         assert_eq!(user_from_certificate(&cert(None, &["devs"])), None, "no CN, no user");
-        // Whatever the bytes, no panic and no user.
+        assert_eq!(user_from_certificate(&cert(Some(""), &["system:masters"])), None, "an empty CN, no user");
+        // Whatever the bytes, no panic: every prefix, every byte flipped, every length-like
+        // byte set to the awkward values (the outer length stays valid, so the inner
+        // structures are what gets read).
         let good = cert(Some("bob"), &["devs"]);
         for n in 0..good.len() {
             let _ = user_from_certificate(&good[..n]);
+        }
+        for i in 4..good.len() {
+            for v in [good[i] ^ 0xff, 0x00, 0x7f, 0x80, 0x81, 0x84, 0xff] {
+                let mut bad = good.clone();
+                bad[i] = v;
+                let _ = user_from_certificate(&bad);
+            }
         }
         assert_eq!(user_from_certificate(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
     }
@@ -267,10 +297,12 @@ mod tests {
             namespace: "",
             name: Some("n1"),
         };
+        let e = forbidden(&alice, &get, None);
         assert_eq!(
-            forbidden(&alice, &get, None).message,
-            r#"nodes/status "n1" is forbidden: User "alice" cannot get resource "nodes/status" in API group "" at the cluster scope"#
+            e.message,
+            r#"nodes "n1" is forbidden: User "alice" cannot get resource "nodes/status" in API group "" at the cluster scope"#
         );
+        assert_eq!(e.details.as_ref().map(|d| d.kind.as_str()), Some("nodes"));
         assert_eq!(
             forbidden(&alice, &Request::Path { verb: "post", path: "/apis" }, Some("no")).message,
             r#"forbidden: User "alice" cannot post path "/apis": no"#

@@ -36,12 +36,15 @@ fn authenticate(state: &State, identity: Identity, req: &Request<Incoming>) -> O
 /// What a request asks to do, as the authorizer sees it.
 fn attributes<'a>(target: &'a Target, method: &Method, path: &'a str, q: &Query) -> auth::Request<'a> {
     let Target::Resource(rp) = target else {
+        // Kubernetes' verb for a path is the lower-cased method.
         let verb = match *method {
-            Method::GET | Method::HEAD => "get",
+            Method::GET => "get",
+            Method::HEAD => "head",
             Method::POST => "post",
             Method::PUT => "put",
             Method::PATCH => "patch",
             Method::DELETE => "delete",
+            Method::OPTIONS => "options",
             _ => "unknown",
         };
         return auth::Request::Path { verb, path };
@@ -61,7 +64,7 @@ fn attributes<'a>(target: &'a Target, method: &Method, path: &'a str, q: &Query)
         verb,
         resource: rp.resource,
         subresource: rp.sub.map(|s| s.name()),
-        namespace: &rp.namespace,
+        namespace: rp.request_namespace(),
         name: rp.name.as_deref(),
     }
 }

@@ -56,8 +56,8 @@ pub enum Error {
     Bootstrap(#[source] kubesvc_api::status::StatusError),
     #[error("unable to perform initial IP and Port allocation check")]
     InitialRepair(#[source] kubesvc_store::Error),
-    #[error("the server stopped serving on its own {0}")]
-    Stopped(String),
+    #[error("the server stopped serving on its own")]
+    Stopped(#[source] Option<tokio::task::JoinError>),
 }
 
 /// Shared by every request.
@@ -142,7 +142,7 @@ impl Running {
                 self.shutdown().await;
                 Ok(())
             }
-            Some(ended) => Err(Error::Stopped(ended.err().map(|e| e.to_string()).unwrap_or_default())),
+            Some(ended) => Err(Error::Stopped(ended.err())),
         }
     }
 }

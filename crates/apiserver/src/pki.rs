@@ -43,11 +43,15 @@ pub struct ClientCertificate {
     pub key_pem: String,
 }
 
-pub struct Pki {
-    pub ca_pem: String,
-    ca_der: CertificateDer<'static>,
-    /// Signs every certificate issued after startup (node agents').
+/// The cluster CA: it signs the serving certificate and every client's.
+pub struct Ca {
+    pub pem: String,
+    der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
+}
+
+pub struct Pki {
+    pub ca: Ca,
     pub server_cert_pem: String,
     server_key_der: Vec<u8>,
     pub admin: ClientCertificate,
@@ -108,27 +112,70 @@ fn client_certificate(issuer: &Issuer<'static, KeyPair>, cn: &str, group: &str) 
     Ok(ClientCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
+impl Ca {
+    /// The CA of an existing data directory; an error if it has none.
+    pub fn load(dir: &Path) -> Result<Ca, Error> {
+        let (crt, key) = (dir.join("pki/ca.crt"), dir.join("pki/ca.key"));
+        let key_pem = std::fs::read_to_string(&key).map_err(io(&key))?;
+        let keypair = KeyPair::from_pem(&key_pem).map_err(failed("reading ca.key"))?;
+        let pem = std::fs::read_to_string(&crt).map_err(io(&crt))?;
+        Self::from_parts(pem, keypair)
+    }
+
+    /// The CA of `dir`, made on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Ca, Error> {
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki).map_err(io(&pki))?;
+        if pki.join("ca.crt").exists() && pki.join("ca.key").exists() {
+            return Self::load(dir);
+        }
+        let key = KeyPair::generate().map_err(failed("making the CA key"))?;
+        let cert = ca_params()?.self_signed(&key).map_err(failed("making the CA"))?;
+        write_atomic(&pki.join("ca.key"), &key.serialize_pem())?;
+        write_atomic(&pki.join("ca.crt"), &cert.pem())?;
+        Self::from_parts(cert.pem(), key)
+    }
+
+    fn from_parts(pem: String, key: KeyPair) -> Result<Ca, Error> {
+        let der = first_cert("reading ca.crt", &pem)?;
+        // The issuer needs only the CA's subject and key, both stable across restarts.
+        Ok(Ca { pem, der, issuer: Issuer::new(ca_params()?, key) })
+    }
+
+    /// Issues a client certificate for user `cn` in `group`.
+    pub fn issue_client(&self, cn: &str, group: &str) -> Result<ClientCertificate, Error> {
+        client_certificate(&self.issuer, cn, group)
+    }
+
+    /// Writes a kubeconfig for `user` holding `cert`, for a server at `server_url`.
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        server_url: &str,
+        user: &str,
+        cert: &ClientCertificate,
+    ) -> Result<PathBuf, Error> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        // A JSON string is a YAML scalar, whatever the name holds.
+        let user = serde_json::to_string(user).map_err(|e| Error::Io(path.to_path_buf(), e.into()))?;
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesvc\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: kubesvc\n  context:\n    cluster: kubesvc\n    user: {user}\n    namespace: default\ncurrent-context: kubesvc\npreferences: {{}}\n",
+            b64(&self.pem),
+            b64(&cert.cert_pem),
+            b64(&cert.key_pem),
+        );
+        write_atomic(path, &text)?;
+        Ok(path.to_path_buf())
+    }
+}
+
 impl Pki {
     /// Loads the CA and token from `dir/pki`, making them on first start, and
     /// issues fresh serving and admin certificates signed by the CA.
     pub fn load_or_create(dir: &Path, server_names: &[String]) -> Result<Pki, Error> {
         let pki = dir.join("pki");
-        std::fs::create_dir_all(&pki).map_err(io(&pki))?;
-        let (ca_crt, ca_key) = (pki.join("ca.crt"), pki.join("ca.key"));
-        let (ca_pem, ca_keypair) = if ca_crt.exists() && ca_key.exists() {
-            let key_pem = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
-            let key = KeyPair::from_pem(&key_pem).map_err(failed("reading ca.key"))?;
-            (std::fs::read_to_string(&ca_crt).map_err(io(&ca_crt))?, key)
-        } else {
-            let key = KeyPair::generate().map_err(failed("making the CA key"))?;
-            let cert = ca_params()?.self_signed(&key).map_err(failed("making the CA"))?;
-            write_atomic(&ca_key, &key.serialize_pem())?;
-            write_atomic(&ca_crt, &cert.pem())?;
-            (cert.pem(), key)
-        };
-        let ca_der = first_cert("reading ca.crt", &ca_pem)?;
-        // The issuer needs only the CA's subject and key, both stable across restarts.
-        let issuer = Issuer::new(ca_params()?, ca_keypair);
+        let ca = Ca::load_or_create(dir)?;
+        let issuer = &ca.issuer;
 
         let mut sans: Vec<SanType> = Vec::new();
         for n in server_names {
@@ -143,9 +190,9 @@ impl Pki {
         sp.distinguished_name.push(DnType::CommonName, "kube-apiserver");
         sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         sp.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        let server_cert = sp.signed_by(&server_key, &issuer).map_err(failed("signing the serving certificate"))?;
+        let server_cert = sp.signed_by(&server_key, issuer).map_err(failed("signing the serving certificate"))?;
 
-        let admin = client_certificate(&issuer, ADMIN_CN, GROUP_MASTERS)?;
+        let admin = client_certificate(issuer, ADMIN_CN, GROUP_MASTERS)?;
 
         let token_path = pki.join("token");
         let existing = match std::fs::read_to_string(&token_path) {
@@ -164,15 +211,7 @@ impl Pki {
             existing
         };
 
-        Ok(Pki {
-            ca_pem,
-            ca_der,
-            issuer,
-            server_cert_pem: server_cert.pem(),
-            server_key_der: server_key.serialize_der(),
-            admin,
-            token,
-        })
+        Ok(Pki { ca, server_cert_pem: server_cert.pem(), server_key_der: server_key.serialize_der(), admin, token })
     }
 
     /// TLS for the API server: HTTP/2 and HTTP/1.1, client certificates
@@ -181,12 +220,12 @@ impl Pki {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         let tls = |e: rustls::Error| Error::Pki("the TLS configuration", e.into());
-        roots.add(self.ca_der.clone()).map_err(tls)?;
+        roots.add(self.ca.der.clone()).map_err(tls)?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .allow_unauthenticated()
             .build()
             .map_err(|e| Error::Pki("the client certificate verifier", e.into()))?;
-        let chain = vec![first_cert("the serving certificate", &self.server_cert_pem)?, self.ca_der.clone()];
+        let chain = vec![first_cert("the serving certificate", &self.server_cert_pem)?, self.ca.der.clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()));
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -200,30 +239,6 @@ impl Pki {
 
     /// Writes the admin kubeconfig for a server reachable at `server_url`.
     pub fn write_kubeconfig(&self, path: &Path, server_url: &str) -> Result<PathBuf, Error> {
-        self.write_kubeconfig_for(path, server_url, ADMIN_CN, &self.admin)
-    }
-
-    /// Issues a client certificate for user `cn` in `group`, signed by the cluster CA.
-    pub fn issue_client(&self, cn: &str, group: &str) -> Result<ClientCertificate, Error> {
-        client_certificate(&self.issuer, cn, group)
-    }
-
-    /// Writes a kubeconfig for `user` holding `cert`, for a server at `server_url`.
-    pub fn write_kubeconfig_for(
-        &self,
-        path: &Path,
-        server_url: &str,
-        user: &str,
-        cert: &ClientCertificate,
-    ) -> Result<PathBuf, Error> {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesvc\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\nusers:\n- name: {user:?}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: kubesvc\n  context:\n    cluster: kubesvc\n    user: {user:?}\n    namespace: default\ncurrent-context: kubesvc\npreferences: {{}}\n",
-            b64(&self.ca_pem),
-            b64(&cert.cert_pem),
-            b64(&cert.key_pem),
-        );
-        write_atomic(path, &text)?;
-        Ok(path.to_path_buf())
+        self.ca.write_kubeconfig(path, server_url, ADMIN_CN, &self.admin)
     }
 }

@@ -51,6 +51,17 @@ pub struct ResourcePath {
     pub sub: Option<Subresource>,
 }
 
+impl ResourcePath {
+    /// The namespace a request is in, as Kubernetes' request info has it:
+    /// `namespaces/{name}` (and its subresources) is in namespace `name`.
+    pub fn request_namespace(&self) -> &str {
+        match &self.name {
+            Some(name) if self.resource.group.is_empty() && self.resource.plural == "namespaces" => name,
+            _ => &self.namespace,
+        }
+    }
+}
+
 fn decode_segment(s: &str) -> String {
     percent_decode(s, false)
 }

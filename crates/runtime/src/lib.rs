@@ -8,8 +8,10 @@
 //! - handlers put keys on a [`queue::WorkQueue`]; [`workers`] run a sync per
 //!   key, retrying failures with back-off;
 //! - syncs read objects through [`pod`] and [`selector`] helpers and report
-//!   through [`events`]; [`wellknown`] names Kubernetes' labels and taints.
+//!   through [`events`]; [`wellknown`] names Kubernetes' labels and taints;
+//! - [`client`] makes the kube client from a kubeconfig.
 
+pub mod client;
 pub mod events;
 pub mod informer;
 pub mod pod;

@@ -40,27 +40,13 @@ pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     listed.iter().filter_map(|s| parse_ip_lenient(s)).collect()
 }
 
-/// Parses an address as Kubernetes' lenient parser does (IPv4 octets with leading zeros included).
+/// Parses an address as Kubernetes' lenient parser does (IPv4 octets with
+/// leading zeros included); IPv4-mapped IPv6 addresses are IPv4.
 pub fn parse_ip_lenient(s: &str) -> Option<IpAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        // IPv4-mapped addresses are IPv4.
-        return Some(match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        });
-    }
-    let parts: Vec<&str> = s.split('.').collect();
-    if parts.len() != 4 {
-        return None;
-    }
-    let mut octets = [0u8; 4];
-    for (o, p) in octets.iter_mut().zip(parts) {
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *o = p.parse().ok()?;
-    }
-    Some(IpAddr::from(octets))
+    kubesvc_api::validation::ip::parse_ip_sloppy(s).map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    })
 }
 
 /// A Service is headless when its cluster IP is `None` (or missing).

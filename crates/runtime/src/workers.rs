@@ -24,8 +24,9 @@ where
         let (q, sync) = (queue.clone(), sync.clone());
         tokio::spawn(async move {
             while let Some(key) = q.next().await {
-                // A panic in one sync is that key's failure, not the worker's end.
-                let result = std::panic::AssertUnwindSafe(sync(key.clone())).catch_unwind().await;
+                // A panic in one sync (building its future or running it) is that key's
+                // failure, not the worker's end.
+                let result = std::panic::AssertUnwindSafe(async { sync(key.clone()).await }).catch_unwind().await;
                 match result {
                     Ok(Ok(())) => q.forget(&key),
                     Ok(Err(e)) => {

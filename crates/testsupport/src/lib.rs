@@ -55,8 +55,10 @@ impl NetNs {
             bail!("kubesvc's integration tests need root to create network namespaces (run them as root, as CI does)");
         }
         let name = format!("ksvc-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        // Opened first: once the namespace exists, every way out goes through Drop.
+        let original = File::open("/proc/thread-self/ns/net")?;
         run(Command::new("ip").args(["netns", "add", &name])).context("is iproute2 installed?")?;
-        let ns = NetNs { original: File::open("/proc/thread-self/ns/net")?, name };
+        let ns = NetNs { original, name };
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
         run(Command::new("ip").args(["-n", &ns.name, "link", "add", "ksvc0", "type", "bridge"]))?;
         run(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{NODE_IP}/24"), "dev", "ksvc0"]))?;
@@ -199,7 +201,7 @@ impl Cluster {
                 // Until the runtime ends with the cluster.
                 let (_keep, stop) = tokio::sync::watch::channel(false);
                 if let Err(e) = kubesvc_controllers::run(client, copts, stop).await {
-                    tracing::error!(error = %e, "the controllers failed");
+                    tracing::error!(error = %chain(&e), "the controllers failed");
                 }
             });
         }
@@ -208,7 +210,7 @@ impl Cluster {
         rt.spawn(async move {
             let _keep = _keep;
             if let Err(e) = running.serve_until(stop).await {
-                tracing::error!(error = %e, "the API server failed");
+                tracing::error!(error = %chain(&e), "the API server failed");
             }
         });
         Ok(Cluster { rt, kubeconfig, dir, server: Server::InProcess { store } })
@@ -323,14 +325,16 @@ impl Cluster {
     /// Stops the server process with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> Result<()> {
         let log_path = self.log_path();
-        let (_, _, child, _) = self.process();
-        let Some(mut child) = child.take() else {
+        let (_, _, slot, _) = self.process();
+        let Some(child) = slot.as_mut() else {
             return Ok(());
         };
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Longer than the server gives its own roles to stop.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait()? {
+                *slot = None;
                 if !status.success() {
                     bail!("kubesvc exited with {status} on SIGTERM:\n{}", read_log(&log_path));
                 }
@@ -339,7 +343,8 @@ impl Cluster {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("kubesvc did not stop within 20s of SIGTERM:\n{}", read_log(&log_path));
+                *slot = None;
+                bail!("kubesvc did not stop within 30s of SIGTERM:\n{}", read_log(&log_path));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -347,10 +352,11 @@ impl Cluster {
 
     /// Kills the server process with SIGKILL, as a crash would.
     pub fn kill(&mut self) -> Result<()> {
-        let (_, _, child, _) = self.process();
-        if let Some(mut child) = child.take() {
+        let (_, _, slot, _) = self.process();
+        if let Some(child) = slot.as_mut() {
             child.kill()?;
             child.wait()?;
+            *slot = None;
         }
         Ok(())
     }
@@ -422,16 +428,10 @@ impl Cluster {
 
     /// A kubeconfig for user `cn` in group `group`, with a client certificate from the cluster CA.
     pub fn kubeconfig_as(&self, cn: &str, group: &str) -> Result<PathBuf> {
-        let pki = kubesvc_apiserver::pki::Pki::load_or_create(self.dir.path(), &[])?;
-        let cert = pki.issue_client(cn, group)?;
-        let url = kube::config::Kubeconfig::read_from(&self.kubeconfig)?
-            .clusters
-            .first()
-            .and_then(|c| c.cluster.as_ref())
-            .and_then(|c| c.server.clone())
-            .context("the kubeconfig names no server")?;
+        let ca = kubesvc_apiserver::pki::Ca::load(self.dir.path())?;
+        let cert = ca.issue_client(cn, group)?;
         let path = self.dir.path().join(format!("kubeconfig-{}", cn.replace(':', "-")));
-        Ok(pki.write_kubeconfig_for(&path, &url, cn, &cert)?)
+        Ok(ca.write_kubeconfig(&path, &self.server_url()?, cn, &cert)?)
     }
 
     /// A kube client as user `cn` in group `group` (see [`Cluster::kubeconfig_as`]).
@@ -439,12 +439,21 @@ impl Cluster {
         client_for(&self.kubeconfig_as(cn, group)?).await
     }
 
+    /// The API server's URL, as the admin kubeconfig names it.
+    pub fn server_url(&self) -> Result<String> {
+        kube::config::Kubeconfig::read_from(&self.kubeconfig)?
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.as_ref())
+            .and_then(|c| c.server.clone())
+            .context("the kubeconfig names no server")
+    }
+
     /// The port the API server serves on (6443 for a process; any for an in-process server).
-    pub fn api_port(&self) -> u16 {
-        let url = kube::config::Kubeconfig::read_from(&self.kubeconfig)
-            .ok()
-            .and_then(|kc| kc.clusters.first().and_then(|c| c.cluster.as_ref()).and_then(|c| c.server.clone()));
-        url.and_then(|u| u.rsplit(':').next().and_then(|p| p.parse().ok())).unwrap_or(6443)
+    pub fn api_port(&self) -> Result<u16> {
+        let url = self.server_url()?;
+        let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok());
+        port.with_context(|| format!("no port in {url}"))
     }
 
     /// The admin bearer token.
@@ -453,14 +462,23 @@ impl Cluster {
     }
 }
 
+/// An error and its sources, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
 async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kubesvc_runtime::client::from_kubeconfig(Some(kubeconfig)).await?)
 }
 
 impl Drop for Cluster {

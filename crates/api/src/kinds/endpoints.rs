@@ -119,9 +119,9 @@ const MAX_ENDPOINTS: usize = 1000;
 const MAX_ADDRESSES: usize = 100;
 const MAX_TOPOLOGY_LABELS: usize = 16;
 const MAX_HINTS: usize = 8;
-const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
-const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
-const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+use crate::wellknown::{
+    LABEL_ENDPOINTSLICE_MANAGED_BY as MANAGED_BY, LABEL_HOSTNAME, LABEL_TOPOLOGY_ZONE as LABEL_ZONE,
+};
 
 /// `IsFullyQualifiedDomainName`: every problem in one message, as Kubernetes joins them.
 fn fqdn_errors(path: &str, name: &str, errs: &mut ErrorList) {

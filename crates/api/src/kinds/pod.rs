@@ -657,15 +657,7 @@ impl Binding {
     pub fn apply(&self, pod: &mut Value) -> Result<(), StatusError> {
         let name = meta::name(pod).to_string();
         if !self.uid.is_empty() && self.uid != meta::uid(pod) {
-            return Err(StatusError::conflict(
-                PODS,
-                &name,
-                &format!(
-                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                    self.uid,
-                    meta::uid(pod)
-                ),
-            ));
+            return Err(StatusError::precondition_failed(PODS, &name, "UID", &self.uid, meta::uid(pod)));
         }
         let assigned = str_at(pod, &["spec", "nodeName"]);
         if !assigned.is_empty() {

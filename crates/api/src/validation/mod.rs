@@ -469,7 +469,11 @@ pub fn path_segment_errors(name: &str, prefix: bool) -> Vec<String> {
 // ---- metadata --------------------------------------------------------------------------------
 
 const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
-const STANDARD_FINALIZERS: &[&str] = &["kubernetes", "orphan", "foregroundDeletion"];
+const STANDARD_FINALIZERS: &[&str] = &[
+    crate::wellknown::FINALIZER_NAMESPACE,
+    crate::wellknown::FINALIZER_ORPHAN,
+    crate::wellknown::FINALIZER_FOREGROUND,
+];
 
 pub fn validate_labels(labels: Option<&Map<String, Value>>, field: &str) -> ErrorList {
     let mut errs = ErrorList::new();

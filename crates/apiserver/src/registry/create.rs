@@ -57,10 +57,10 @@ impl Registry {
             let key = r.key(ns, &name);
             // The object must not exist, and its namespace must not change (be marked for
             // deletion) under the create.
-            let mut own = vec![Compare::ModRevision(key.clone().into_bytes(), 0)];
-            if let Some((ns_key, ns_rev)) = &fence {
-                own.push(Compare::ModRevision(ns_key.clone().into_bytes(), *ns_rev));
-            }
+            let fences: Vec<Compare> = fence
+                .iter()
+                .map(|(ns_key, ns_rev)| Compare::ModRevision(ns_key.clone().into_bytes(), *ns_rev))
+                .collect();
             // Admission (address allocation) comes before validation, as in Kubernetes: what it
             // fills in is validated, and its own errors win.
             let mut extra = TxnAppend::default();
@@ -72,7 +72,7 @@ impl Registry {
                 return Err(StatusError::invalid(r.gk(), meta::name(&candidate), &errs));
             }
             let warnings = r.rules.warnings(&candidate);
-            let txn = extra.after(own, Op::Put { key: key.into_bytes(), value: stored_bytes(&candidate) });
+            let txn = extra.after(0, fences, Op::Put { key: key.into_bytes(), value: stored_bytes(&candidate) });
             if opts.dry_run {
                 if self.read(r, ns, &name).await?.is_some() {
                     return Err(StatusError::already_exists(r.gr(), &name));

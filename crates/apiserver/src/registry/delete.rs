@@ -6,7 +6,7 @@ use kubesvc_api::kinds::Deletion;
 use kubesvc_api::meta;
 use kubesvc_api::resources::Resource;
 use kubesvc_api::status::StatusError;
-use kubesvc_store::{Compare, Op};
+use kubesvc_store::Op;
 
 use super::update::{Prepared, Write};
 use super::*;
@@ -109,7 +109,7 @@ impl Registry {
             for a in self.plugins(r) {
                 a.delete(r, &old, &mut extra).await?;
             }
-            let txn = extra.after(vec![Compare::ModRevision(key.clone(), kv.mod_revision)], Op::Delete { key });
+            let txn = extra.after(kv.mod_revision, Vec::new(), Op::Delete { key });
             if opts.dry_run {
                 return Ok(Deleted::Gone(old));
             }
@@ -162,11 +162,7 @@ impl Registry {
             let old = parse_kv(&kv)?;
             let precondition = |what: &str, want: &Option<String>, have: &str| -> Result<(), StatusError> {
                 match want {
-                    Some(w) if w != have => Err(StatusError::conflict(
-                        r.gr(),
-                        name,
-                        &format!("Precondition failed: {what} in precondition: {w}, {what} in object meta: {have}"),
-                    )),
+                    Some(w) if w != have => Err(StatusError::precondition_failed(r.gr(), name, what, w, have)),
                     _ => Ok(()),
                 }
             };

@@ -49,9 +49,12 @@ impl TxnAppend {
         self.ops.push(op);
     }
 
-    /// The transaction: `own` compares (the object's first) and `op`, then what steps appended.
-    fn after(self, own: Vec<Compare>, op: Op) -> Txn {
-        let mut compares = own;
+    /// The transaction writing the object with `op`: first the compare that the
+    /// object is at `object_rev` (0: absent), which failure handling reads
+    /// first; then the registry's `fences`; then what the steps appended.
+    fn after(self, object_rev: i64, fences: Vec<Compare>, op: Op) -> Txn {
+        let mut compares = vec![Compare::ModRevision(op.key().to_vec(), object_rev)];
+        compares.extend(fences);
         compares.extend(self.compares);
         let mut ops = vec![op];
         ops.extend(self.ops);

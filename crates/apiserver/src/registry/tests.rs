@@ -1,7 +1,7 @@
 //! The registry over a memory store, without HTTP: the write path's rules and
 //! what admission steps may add to a transaction.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kubesvc_store::memory::MemoryStore;
 use kubesvc_store::{Compare, Op, RangeRequest};
@@ -19,8 +19,20 @@ const WRITE: WriteOptions = WriteOptions { dry_run: false, field_validation: Fie
 /// Appends a write of `/side/<name>` to every Endpoints create and a release to every delete;
 /// with `fail`, a compare that never holds.
 struct SideKey {
-    fail: bool,
+    fail: AtomicBool,
     calls: AtomicUsize,
+}
+
+impl SideKey {
+    fn new(fail: bool) -> Arc<SideKey> {
+        Arc::new(SideKey { fail: AtomicBool::new(fail), calls: AtomicUsize::new(0) })
+    }
+
+    fn never_holds(&self, txn: &mut TxnAppend) {
+        if self.fail.load(Ordering::SeqCst) {
+            txn.compare(Compare::ModRevision(b"/side/never".to_vec(), 12345));
+        }
+    }
 }
 
 #[async_trait]
@@ -38,10 +50,21 @@ impl Admission for SideKey {
     ) -> Result<(), StatusError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let key = format!("/side/{}", meta::name(obj)).into_bytes();
-        if self.fail {
-            txn.compare(Compare::ModRevision(b"/side/never".to_vec(), 12345));
-        }
+        self.never_holds(txn);
         txn.op(Op::Put { key, value: Bytes::from_static(b"held") });
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        _r: &'static Resource,
+        _new: &mut Value,
+        _old: &Value,
+        txn: &mut TxnAppend,
+        _: bool,
+    ) -> Result<(), StatusError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.never_holds(txn);
         Ok(())
     }
 
@@ -72,7 +95,7 @@ async fn side_keys(store: &MemoryStore) -> Vec<String> {
 
 #[tokio::test]
 async fn admission_writes_commit_with_the_object_or_not_at_all() {
-    let side = Arc::new(SideKey { fail: false, calls: AtomicUsize::new(0) });
+    let side = SideKey::new(false);
     let (reg, store, _stop) = registry(vec![side.clone()]).await;
     let eps = find("endpoints");
     let w = reg.create(eps, "default", endpoints("web"), WRITE).await.unwrap();
@@ -94,7 +117,7 @@ async fn admission_writes_commit_with_the_object_or_not_at_all() {
 
 #[tokio::test]
 async fn a_compare_admission_appended_that_never_holds_is_retried_then_refused() {
-    let side = Arc::new(SideKey { fail: true, calls: AtomicUsize::new(0) });
+    let side = SideKey::new(true);
     let (reg, store, _stop) = registry(vec![side.clone()]).await;
     let err = reg.create(find("endpoints"), "default", endpoints("web"), WRITE).await.err().unwrap();
     assert_eq!(err.code, 409);
@@ -129,7 +152,7 @@ async fn updates_need_the_current_version_and_no_op_writes_move_nothing() {
 
 #[tokio::test]
 async fn finalizers_hold_a_delete_and_the_last_one_out_deletes() {
-    let side = Arc::new(SideKey { fail: false, calls: AtomicUsize::new(0) });
+    let side = SideKey::new(false);
     let (reg, store, _stop) = registry(vec![side]).await;
     let eps = find("endpoints");
     let mut obj = endpoints("held");
@@ -180,4 +203,28 @@ async fn namespaces_terminate_first_and_immortal_ones_stay() {
     .await
     .unwrap();
     assert!(reg.read(ns, "", "shop").await.unwrap().is_none());
+}
+
+/// Whatever admission appends, the object's own compare is read first: a
+/// create of an existing name is AlreadyExists, and an update whose appended
+/// compare fails is a lost race, retried, never a stale-version conflict.
+#[tokio::test]
+async fn the_objects_own_compare_decides_before_appended_ones() {
+    let side = SideKey::new(false);
+    let (reg, _store, _stop) = registry(vec![side.clone()]).await;
+    let eps = find("endpoints");
+    let created = reg.create(eps, "default", endpoints("web"), WRITE).await.unwrap().obj;
+    side.fail.store(true, Ordering::SeqCst);
+    let err = reg.create(eps, "default", endpoints("web"), WRITE).await.err().unwrap();
+    assert_eq!((err.code, err.message.as_str()), (409, "endpoints \"web\" already exists"));
+
+    side.calls.store(0, Ordering::SeqCst);
+    let mut changed = created.clone();
+    changed["metadata"]["labels"] = json!({"a": "b"});
+    let err = reg.update(eps, "default", "web", changed, None, WRITE).await.err().unwrap();
+    assert_eq!(err.code, 409);
+    assert!(err.message.contains("the object has been modified too often to update"), "{}", err.message);
+    assert_eq!(side.calls.load(Ordering::SeqCst), MAX_RETRIES, "each race lost to the appended compare is retried");
+    let stored = reg.read(eps, "default", "web").await.unwrap().unwrap();
+    assert_eq!(stored.mod_revision.to_string(), meta::resource_version(&created), "nothing was written");
 }

@@ -5,7 +5,7 @@
 use kubesvc_api::meta;
 use kubesvc_api::resources::Resource;
 use kubesvc_api::status::StatusError;
-use kubesvc_store::{Compare, Op, TxnResponse};
+use kubesvc_store::{Op, TxnResponse};
 
 use super::*;
 
@@ -164,7 +164,6 @@ impl Registry {
             && meta::finalizers(&new).is_empty()
             && meta::meta(old).get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0
             && !r.rules.kind_finalizers_pending(&new);
-        let own = vec![Compare::ModRevision(key.clone().into_bytes(), old_rev)];
         let txn = if finishing {
             // The last finalizer is gone: the update deletes, and releases what a delete
             // releases (not what the update itself would have taken).
@@ -172,9 +171,9 @@ impl Registry {
             for a in self.plugins(r) {
                 a.delete(r, old, &mut extra).await?;
             }
-            extra.after(own, Op::Delete { key: key.into_bytes() })
+            extra.after(old_rev, Vec::new(), Op::Delete { key: key.into_bytes() })
         } else {
-            extra.after(own, Op::Put { key: key.into_bytes(), value: stored_bytes(&new) })
+            extra.after(old_rev, Vec::new(), Op::Put { key: key.into_bytes(), value: stored_bytes(&new) })
         };
         if opts.dry_run {
             return Ok(Write::Done(new));
@@ -230,14 +229,7 @@ impl Registry {
                 return Err(StatusError::stale(r.gr(), name));
             }
             if !body_uid.is_empty() && body_uid != meta::uid(&old) {
-                return Err(StatusError::conflict(
-                    r.gr(),
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {}",
-                        meta::uid(&old)
-                    ),
-                ));
+                return Err(StatusError::precondition_failed(r.gr(), name, "UID", &body_uid, meta::uid(&old)));
             }
             let mut new = body.clone();
             Self::begin_update(r, &mut new, &old)?;

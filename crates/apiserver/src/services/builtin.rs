@@ -11,6 +11,7 @@ use std::time::Duration;
 use kubesvc_api::meta;
 use kubesvc_api::resources::{self, Resource};
 use kubesvc_api::status::StatusError;
+use kubesvc_api::wellknown::LABEL_SERVICE_NAME;
 use serde_json::{Value, json};
 
 use super::ranges::IpRange;
@@ -80,7 +81,7 @@ impl Builtins {
         json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": "kubernetes", "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                "labels": {LABEL_SERVICE_NAME: "kubernetes"}},
             "addressType": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
             "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
             "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}]

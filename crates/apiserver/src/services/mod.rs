@@ -104,7 +104,7 @@ pub struct Reason(pub String);
 pub enum StartError {
     #[error(transparent)]
     Network(#[from] NetworkError),
-    #[error("loading the allocated addresses: {0}")]
+    #[error("loading the allocated addresses")]
     Store(#[from] kubesvc_store::Error),
 }
 

@@ -54,13 +54,13 @@ pub fn pointer_segments(ptr: &str) -> Vec<String> {
 }
 
 /// Kubernetes' own spellings of some paths, as its validation writes them.
-const UPSTREAM_SPELLINGS: &[(&str, &str)] = &[
-    ("spec.LoadBalancerSourceRanges", "spec.loadBalancerSourceRanges"),
-    ("allocateLoadBalancerNodePorts", "spec.allocateLoadBalancerNodePorts"),
-];
+const UPSTREAM_SPELLINGS: &[(&str, &str)] = &[("spec.LoadBalancerSourceRanges", "spec.loadBalancerSourceRanges")];
 
 /// Whether an error at `field` is about something a case touched: one path leads to the other.
 pub fn related(field: &str, touched: &[String]) -> bool {
+    if field.is_empty() {
+        return false;
+    }
     let field = UPSTREAM_SPELLINGS
         .iter()
         .find_map(|(theirs, ours)| field.strip_prefix(theirs).map(|rest| format!("{ours}{rest}")))
