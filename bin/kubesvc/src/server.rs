@@ -77,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.services =
         kubesvc_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?;
     config.advertise_address = args.advertise_address;
+    let controller_options = args.controller_flags.options(&config.services.cidrs)?;
     let running = kubesvc_apiserver::start(config, store).await.context("starting the API server")?;
     eprintln!("kubesvc API server listening on https://{}; kubeconfig: {}", running.addr, running.kubeconfig.display());
     let kubeconfig = running.kubeconfig.clone();
@@ -85,7 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     sup.spawn("API server", async move { Ok(running.serve_until(stop).await?) });
     if args.controllers {
         let client = kubesvc_runtime::client::from_kubeconfig(Some(&kubeconfig)).await?;
-        controllers::spawn(&mut sup, client, &args.controller_flags);
+        controllers::spawn(&mut sup, client, controller_options);
     }
     sup.run().await
 }

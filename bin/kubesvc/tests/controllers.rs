@@ -425,3 +425,50 @@ fn a_rollout_that_cannot_progress_exceeds_its_deadline() {
         .ok();
     assert!(cond.ends_with("has timed out progressing."), "{cond}");
 }
+
+/// Node IPAM: each node gets the next /24 of --cluster-cidr; a full range says so.
+#[test]
+fn nodes_get_pod_cidrs_until_the_range_is_full() {
+    let c = common::cluster_with(Options { cluster_cidr: "10.244.0.0/23", ..Default::default() });
+    let _kubelets = nodes(&c);
+    let cidrs = eventually("both nodes have a pod CIDR", || {
+        let out = c
+            .kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.spec.podCIDR},{.spec.podCIDRs[0]} {end}",
+            ])
+            .ok();
+        let pairs: BTreeMap<String, String> = out
+            .split_whitespace()
+            .filter_map(|p| p.split_once('='))
+            .filter(|(_, c)| !c.starts_with(','))
+            .map(|(n, c)| (n.to_string(), c.to_string()))
+            .collect();
+        (pairs.len() == 2).then_some(pairs)
+    });
+    let got: std::collections::BTreeSet<&str> = cidrs.values().map(String::as_str).collect();
+    assert_eq!(
+        got,
+        std::collections::BTreeSet::from(["10.244.0.0/24,10.244.0.0/24", "10.244.1.0/24,10.244.1.0/24"]),
+        "{cidrs:?}"
+    );
+    // A third node finds the range full.
+    c.kubectl_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-3\n")).ok();
+    let event = eventually("a CIDRNotAvailable event", || {
+        let out = c.kubectl(&["get", "events", "--field-selector", "involvedObject.name=node-3", "-o", "json"]).ok();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["items"].as_array().unwrap().iter().find(|e| e["reason"] == "CIDRNotAvailable").cloned()
+    });
+    assert_eq!(event["message"], "Node node-3 status is now: CIDRNotAvailable");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["source"]["component"], "cidrAllocator");
+    // Deleting a node frees its CIDR for the waiting one.
+    c.kubectl(&["delete", "node", "node-1"]).ok();
+    let freed = eventually("node-3 gets the freed CIDR", || {
+        let out = c.kubectl(&["get", "node", "node-3", "-o", "jsonpath={.spec.podCIDR}"]).ok();
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(Some(freed.as_str()), cidrs.get("node-1").and_then(|c| c.split(',').next()));
+}

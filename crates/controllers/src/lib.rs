@@ -1,7 +1,7 @@
 //! Controllers that keep a Service's set of pods true, as
 //! kube-controller-manager's do: endpoint slices, legacy endpoints and their
-//! mirroring, replica sets, deployments, a scheduler, garbage collection and
-//! node health. They talk to the API only through kube clients (watches into
+//! mirroring, replica sets, deployments, a scheduler, garbage collection,
+//! node health and node IPAM. They talk to the API only through kube clients (watches into
 //! shared informers, writes through the API), so they run the same inside
 //! `kubesvc server` and against any Kubernetes cluster.
 
@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod gc;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod ownerindex;
 pub mod podindex;
@@ -49,11 +50,18 @@ pub struct Options {
     pub workers: usize,
     /// How long a node may go without a heartbeat before it is NotReady.
     pub node_monitor_grace_period: Duration,
+    /// Pod CIDRs for nodes (`--cluster-cidr`, `--node-cidr-mask-size`).
+    pub ipam: nodeipam::IpamOptions,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_endpoints_per_slice: 100, workers: 5, node_monitor_grace_period: Duration::from_secs(50) }
+        Options {
+            max_endpoints_per_slice: 100,
+            workers: 5,
+            node_monitor_grace_period: Duration::from_secs(50),
+            ipam: nodeipam::IpamOptions::default(),
+        }
     }
 }
 
@@ -137,6 +145,7 @@ pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) -> 
     let scheduler = scheduler::Scheduler::new(client.clone(), informers.pods.clone(), &informers.nodes);
     let nodes =
         nodelifecycle::Controller::new(client.clone(), &informers.nodes, &informers.leases, &informers.pods, &opts);
+    let ipam = nodeipam::Controller::new(client.clone(), &informers.nodes, &opts.ipam)?;
     informers.start(&stop);
     let mut stopping = stop.clone();
     tokio::select! {
@@ -152,6 +161,9 @@ pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) -> 
     collector.spawn(opts.workers, stop.clone());
     scheduler.spawn(stop.clone());
     nodes.spawn(stop.clone());
+    if let Some(ipam) = &ipam {
+        ipam.spawn(stop.clone());
+    }
     let mut stop = stop;
     let _ = stop.wait_for(|s| *s).await;
     Ok(())

@@ -122,6 +122,8 @@ pub struct Options {
     pub node_monitor_grace_period: Duration,
     /// How often the built-in Services are put right (10 s in a real server).
     pub builtin_interval: Duration,
+    /// `--cluster-cidr`, for node pod CIDRs.
+    pub cluster_cidr: &'static str,
 }
 
 impl Default for Options {
@@ -134,6 +136,7 @@ impl Default for Options {
             node_port_range: "30000-32767",
             node_monitor_grace_period: Duration::from_secs(50),
             builtin_interval: Duration::from_millis(200),
+            cluster_cidr: "10.244.0.0/16",
         }
     }
 }
@@ -186,6 +189,7 @@ impl Cluster {
         config.watch_cache_size = opts.watch_cache_size;
         config.bookmark_interval = opts.bookmark_interval;
         config.services = kubesvc_apiserver::services::ServiceNetwork::parse(opts.service_cidr, opts.node_port_range)?;
+        let config_cidrs = config.services.cidrs.clone();
         // Stored as the kubernetes Service's endpoint, never connected to.
         config.advertise_address = Some(NODE_IP.parse::<IpAddr>()?);
         config.builtin_interval = opts.builtin_interval;
@@ -193,10 +197,13 @@ impl Cluster {
         let kubeconfig = running.kubeconfig.clone();
         if opts.controllers {
             let client = rt.block_on(client_for(&kubeconfig))?;
-            let copts = kubesvc_controllers::Options {
+            let mut copts = kubesvc_controllers::Options {
                 node_monitor_grace_period: opts.node_monitor_grace_period,
                 ..Default::default()
             };
+            copts.ipam.cluster_cidrs =
+                vec![kubesvc_api::net::Cidr::parse(opts.cluster_cidr).map_err(anyhow::Error::msg)?];
+            copts.ipam.service_cidrs = config_cidrs;
             rt.spawn(async move {
                 // Until the runtime ends with the cluster.
                 let (_keep, stop) = tokio::sync::watch::channel(false);

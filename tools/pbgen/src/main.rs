@@ -44,6 +44,8 @@ fn openapi_defs() -> BTreeMap<String, Value> {
     add::<core::v1::Service>(&mut g);
     add::<core::v1::Endpoints>(&mut g);
     add::<core::v1::Event>(&mut g);
+    add::<core::v1::ConfigMap>(&mut g);
+    add::<core::v1::Secret>(&mut g);
     add::<discovery::v1::EndpointSlice>(&mut g);
     add::<apps::v1::Deployment>(&mut g);
     add::<apps::v1::ReplicaSet>(&mut g);

@@ -10,7 +10,7 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
             Prop { json: "spec", ty: Ty::Ref(2), tag: &[2], presence: OmitEmpty },
             Prop { json: "status", ty: Ty::Ref(3), tag: &[3], presence: OmitEmpty },
         ],
@@ -36,9 +36,9 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "progressDeadlineSeconds", ty: Ty::Int32, tag: &[9], presence: Pointer },
             Prop { json: "replicas", ty: Ty::Int32, tag: &[1], presence: Pointer },
             Prop { json: "revisionHistoryLimit", ty: Ty::Int32, tag: &[6], presence: Pointer },
-            Prop { json: "selector", ty: Ty::Ref(196), tag: &[2], presence: OmitEmpty },
+            Prop { json: "selector", ty: Ty::Ref(198), tag: &[2], presence: OmitEmpty },
             Prop { json: "strategy", ty: Ty::Ref(4), tag: &[4], presence: OmitEmpty },
-            Prop { json: "template", ty: Ty::Ref(139), tag: &[3], presence: OmitEmpty },
+            Prop { json: "template", ty: Ty::Ref(140), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
@@ -70,7 +70,7 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
             Prop { json: "spec", ty: Ty::Ref(7), tag: &[2], presence: OmitEmpty },
             Prop { json: "status", ty: Ty::Ref(8), tag: &[3], presence: OmitEmpty },
         ],
@@ -92,8 +92,8 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "minReadySeconds", ty: Ty::Int32, tag: &[4], presence: OmitEmpty },
             Prop { json: "replicas", ty: Ty::Int32, tag: &[1], presence: Pointer },
-            Prop { json: "selector", ty: Ty::Ref(196), tag: &[2], presence: OmitEmpty },
-            Prop { json: "template", ty: Ty::Ref(139), tag: &[3], presence: OmitEmpty },
+            Prop { json: "selector", ty: Ty::Ref(198), tag: &[2], presence: OmitEmpty },
+            Prop { json: "template", ty: Ty::Ref(140), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
@@ -123,7 +123,7 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
             Prop { json: "spec", ty: Ty::Ref(11), tag: &[2], presence: OmitEmpty },
             Prop { json: "status", ty: Ty::Ref(12), tag: &[3], presence: OmitEmpty },
         ],
@@ -149,7 +149,7 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
             Prop { json: "spec", ty: Ty::Ref(14), tag: &[2], presence: OmitEmpty },
         ],
     },
@@ -180,9 +180,9 @@ pub(super) static DEFS: &[Def] = &[
         name: "io.k8s.api.core.v1.Affinity",
         index: 16,
         props: &[
-            Prop { json: "nodeAffinity", ty: Ty::Ref(95), tag: &[1], presence: OmitEmpty },
-            Prop { json: "podAffinity", ty: Ty::Ref(121), tag: &[2], presence: OmitEmpty },
-            Prop { json: "podAntiAffinity", ty: Ty::Ref(123), tag: &[3], presence: OmitEmpty },
+            Prop { json: "nodeAffinity", ty: Ty::Ref(96), tag: &[1], presence: OmitEmpty },
+            Prop { json: "podAffinity", ty: Ty::Ref(122), tag: &[2], presence: OmitEmpty },
+            Prop { json: "podAntiAffinity", ty: Ty::Ref(124), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
@@ -228,8 +228,8 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "target", ty: Ty::Ref(115), tag: &[2], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "target", ty: Ty::Ref(116), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
@@ -238,7 +238,7 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "driver", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "fsType", ty: Ty::String, tag: &[3], presence: Pointer },
-            Prop { json: "nodePublishSecretRef", ty: Ty::Ref(87), tag: &[5], presence: OmitEmpty },
+            Prop { json: "nodePublishSecretRef", ty: Ty::Ref(88), tag: &[5], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[2], presence: Pointer },
             Prop { json: "volumeAttributes", ty: Ty::Map(&Ty::String), tag: &[4], presence: OmitEmpty },
         ],
@@ -259,7 +259,7 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "path", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[6], presence: OmitEmpty },
             Prop { json: "secretFile", ty: Ty::String, tag: &[4], presence: OmitEmpty },
-            Prop { json: "secretRef", ty: Ty::Ref(87), tag: &[5], presence: OmitEmpty },
+            Prop { json: "secretRef", ty: Ty::Ref(88), tag: &[5], presence: OmitEmpty },
             Prop { json: "user", ty: Ty::String, tag: &[3], presence: OmitEmpty },
         ],
     },
@@ -269,7 +269,7 @@ pub(super) static DEFS: &[Def] = &[
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
-            Prop { json: "secretRef", ty: Ty::Ref(87), tag: &[4], presence: OmitEmpty },
+            Prop { json: "secretRef", ty: Ty::Ref(88), tag: &[4], presence: OmitEmpty },
             Prop { json: "volumeID", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
@@ -284,7 +284,7 @@ pub(super) static DEFS: &[Def] = &[
         name: "io.k8s.api.core.v1.ClusterTrustBundleProjection",
         index: 27,
         props: &[
-            Prop { json: "labelSelector", ty: Ty::Ref(196), tag: &[3], presence: OmitEmpty },
+            Prop { json: "labelSelector", ty: Ty::Ref(198), tag: &[3], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Pointer },
             Prop { json: "optional", ty: Ty::Bool, tag: &[5], presence: Pointer },
             Prop { json: "path", ty: Ty::String, tag: &[4], presence: Always },
@@ -293,8 +293,20 @@ pub(super) static DEFS: &[Def] = &[
         ],
     },
     Def {
-        name: "io.k8s.api.core.v1.ConfigMapEnvSource",
+        name: "io.k8s.api.core.v1.ConfigMap",
         index: 28,
+        props: &[
+            Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "binaryData", ty: Ty::Map(&Ty::Bytes), tag: &[3], presence: OmitEmpty },
+            Prop { json: "data", ty: Ty::Map(&Ty::String), tag: &[2], presence: OmitEmpty },
+            Prop { json: "immutable", ty: Ty::Bool, tag: &[4], presence: Pointer },
+            Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+        ],
+    },
+    Def {
+        name: "io.k8s.api.core.v1.ConfigMapEnvSource",
+        index: 29,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "optional", ty: Ty::Bool, tag: &[2], presence: Pointer },
@@ -302,7 +314,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapKeySelector",
-        index: 29,
+        index: 30,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
@@ -311,7 +323,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapNodeConfigSource",
-        index: 30,
+        index: 31,
         props: &[
             Prop { json: "kubeletConfigKey", ty: Ty::String, tag: &[5], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[2], presence: Always },
@@ -322,58 +334,58 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapProjection",
-        index: 31,
+        index: 32,
         props: &[
-            Prop { json: "items", ty: Ty::List(&Ty::Ref(81)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "items", ty: Ty::List(&Ty::Ref(82)), tag: &[2], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "optional", ty: Ty::Bool, tag: &[4], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ConfigMapVolumeSource",
-        index: 32,
+        index: 33,
         props: &[
             Prop { json: "defaultMode", ty: Ty::Int32, tag: &[3], presence: Pointer },
             Prop { json: "defaultUser", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
-            Prop { json: "items", ty: Ty::List(&Ty::Ref(81)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "items", ty: Ty::List(&Ty::Ref(82)), tag: &[2], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "optional", ty: Ty::Bool, tag: &[4], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.Container",
-        index: 33,
+        index: 34,
         props: &[
             Prop { json: "args", ty: Ty::List(&Ty::String), tag: &[4], presence: OmitEmpty },
             Prop { json: "command", ty: Ty::List(&Ty::String), tag: &[3], presence: OmitEmpty },
-            Prop { json: "env", ty: Ty::List(&Ty::Ref(56)), tag: &[7], presence: OmitEmpty },
-            Prop { json: "envFrom", ty: Ty::List(&Ty::Ref(55)), tag: &[19], presence: OmitEmpty },
+            Prop { json: "env", ty: Ty::List(&Ty::Ref(57)), tag: &[7], presence: OmitEmpty },
+            Prop { json: "envFrom", ty: Ty::List(&Ty::Ref(56)), tag: &[19], presence: OmitEmpty },
             Prop { json: "image", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "imagePullPolicy", ty: Ty::String, tag: &[14], presence: OmitEmpty },
-            Prop { json: "lifecycle", ty: Ty::Ref(82), tag: &[12], presence: OmitEmpty },
-            Prop { json: "livenessProbe", ty: Ty::Ref(144), tag: &[10], presence: OmitEmpty },
+            Prop { json: "lifecycle", ty: Ty::Ref(83), tag: &[12], presence: OmitEmpty },
+            Prop { json: "livenessProbe", ty: Ty::Ref(145), tag: &[10], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
-            Prop { json: "ports", ty: Ty::List(&Ty::Ref(36)), tag: &[6], presence: OmitEmpty },
-            Prop { json: "readinessProbe", ty: Ty::Ref(144), tag: &[11], presence: OmitEmpty },
-            Prop { json: "resizePolicy", ty: Ty::List(&Ty::Ref(37)), tag: &[23], presence: OmitEmpty },
-            Prop { json: "resources", ty: Ty::Ref(151), tag: &[8], presence: OmitEmpty },
+            Prop { json: "ports", ty: Ty::List(&Ty::Ref(37)), tag: &[6], presence: OmitEmpty },
+            Prop { json: "readinessProbe", ty: Ty::Ref(145), tag: &[11], presence: OmitEmpty },
+            Prop { json: "resizePolicy", ty: Ty::List(&Ty::Ref(38)), tag: &[23], presence: OmitEmpty },
+            Prop { json: "resources", ty: Ty::Ref(152), tag: &[8], presence: OmitEmpty },
             Prop { json: "restartPolicy", ty: Ty::String, tag: &[24], presence: Pointer },
-            Prop { json: "restartPolicyRules", ty: Ty::List(&Ty::Ref(38)), tag: &[25], presence: OmitEmpty },
-            Prop { json: "securityContext", ty: Ty::Ref(160), tag: &[15], presence: OmitEmpty },
-            Prop { json: "startupProbe", ty: Ty::Ref(144), tag: &[22], presence: OmitEmpty },
+            Prop { json: "restartPolicyRules", ty: Ty::List(&Ty::Ref(39)), tag: &[25], presence: OmitEmpty },
+            Prop { json: "securityContext", ty: Ty::Ref(162), tag: &[15], presence: OmitEmpty },
+            Prop { json: "startupProbe", ty: Ty::Ref(145), tag: &[22], presence: OmitEmpty },
             Prop { json: "stdin", ty: Ty::Bool, tag: &[16], presence: OmitEmpty },
             Prop { json: "stdinOnce", ty: Ty::Bool, tag: &[17], presence: OmitEmpty },
             Prop { json: "terminationMessagePath", ty: Ty::String, tag: &[13], presence: OmitEmpty },
             Prop { json: "terminationMessagePolicy", ty: Ty::String, tag: &[20], presence: OmitEmpty },
             Prop { json: "tty", ty: Ty::Bool, tag: &[18], presence: OmitEmpty },
-            Prop { json: "volumeDevices", ty: Ty::List(&Ty::Ref(177)), tag: &[21], presence: OmitEmpty },
-            Prop { json: "volumeMounts", ty: Ty::List(&Ty::Ref(179)), tag: &[9], presence: OmitEmpty },
+            Prop { json: "volumeDevices", ty: Ty::List(&Ty::Ref(179)), tag: &[21], presence: OmitEmpty },
+            Prop { json: "volumeMounts", ty: Ty::List(&Ty::Ref(181)), tag: &[9], presence: OmitEmpty },
             Prop { json: "workingDir", ty: Ty::String, tag: &[5], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerExtendedResourceRequest",
-        index: 34,
+        index: 35,
         props: &[
             Prop { json: "containerName", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "requestName", ty: Ty::String, tag: &[3], presence: Always },
@@ -382,7 +394,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerImage",
-        index: 35,
+        index: 36,
         props: &[
             Prop { json: "names", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
             Prop { json: "sizeBytes", ty: Ty::Int64, tag: &[2], presence: OmitEmpty },
@@ -390,7 +402,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerPort",
-        index: 36,
+        index: 37,
         props: &[
             Prop { json: "containerPort", ty: Ty::Int32, tag: &[3], presence: Always },
             Prop { json: "hostIP", ty: Ty::String, tag: &[5], presence: OmitEmpty },
@@ -401,7 +413,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerResizePolicy",
-        index: 37,
+        index: 38,
         props: &[
             Prop { json: "resourceName", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "restartPolicy", ty: Ty::String, tag: &[2], presence: Always },
@@ -409,15 +421,15 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerRestartRule",
-        index: 38,
+        index: 39,
         props: &[
             Prop { json: "action", ty: Ty::String, tag: &[1], presence: OmitEmpty },
-            Prop { json: "exitCodes", ty: Ty::Ref(39), tag: &[2], presence: OmitEmpty },
+            Prop { json: "exitCodes", ty: Ty::Ref(40), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerRestartRuleOnExitCodes",
-        index: 39,
+        index: 40,
         props: &[
             Prop { json: "operator", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "values", ty: Ty::List(&Ty::Int32), tag: &[2], presence: OmitEmpty },
@@ -425,23 +437,23 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerState",
-        index: 40,
+        index: 41,
         props: &[
-            Prop { json: "running", ty: Ty::Ref(41), tag: &[2], presence: OmitEmpty },
-            Prop { json: "terminated", ty: Ty::Ref(42), tag: &[3], presence: OmitEmpty },
-            Prop { json: "waiting", ty: Ty::Ref(43), tag: &[1], presence: OmitEmpty },
+            Prop { json: "running", ty: Ty::Ref(42), tag: &[2], presence: OmitEmpty },
+            Prop { json: "terminated", ty: Ty::Ref(43), tag: &[3], presence: OmitEmpty },
+            Prop { json: "waiting", ty: Ty::Ref(44), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerStateRunning",
-        index: 41,
+        index: 42,
         props: &[
             Prop { json: "startedAt", ty: Ty::Special(Special::Time), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerStateTerminated",
-        index: 42,
+        index: 43,
         props: &[
             Prop { json: "containerID", ty: Ty::String, tag: &[7], presence: OmitEmpty },
             Prop { json: "exitCode", ty: Ty::Int32, tag: &[1], presence: Always },
@@ -454,7 +466,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerStateWaiting",
-        index: 43,
+        index: 44,
         props: &[
             Prop { json: "message", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "reason", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -462,69 +474,69 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerStatus",
-        index: 44,
+        index: 45,
         props: &[
             Prop { json: "allocatedResources", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[10], presence: OmitEmpty },
-            Prop { json: "allocatedResourcesStatus", ty: Ty::List(&Ty::Ref(152)), tag: &[14], presence: OmitEmpty },
+            Prop { json: "allocatedResourcesStatus", ty: Ty::List(&Ty::Ref(153)), tag: &[14], presence: OmitEmpty },
             Prop { json: "containerID", ty: Ty::String, tag: &[8], presence: OmitEmpty },
             Prop { json: "image", ty: Ty::String, tag: &[6], presence: Always },
             Prop { json: "imageID", ty: Ty::String, tag: &[7], presence: Always },
-            Prop { json: "lastState", ty: Ty::Ref(40), tag: &[3], presence: OmitEmpty },
+            Prop { json: "lastState", ty: Ty::Ref(41), tag: &[3], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "ready", ty: Ty::Bool, tag: &[4], presence: Always },
-            Prop { json: "resources", ty: Ty::Ref(151), tag: &[11], presence: OmitEmpty },
+            Prop { json: "resources", ty: Ty::Ref(152), tag: &[11], presence: OmitEmpty },
             Prop { json: "restartCount", ty: Ty::Int32, tag: &[5], presence: Always },
             Prop { json: "started", ty: Ty::Bool, tag: &[9], presence: Pointer },
-            Prop { json: "state", ty: Ty::Ref(40), tag: &[2], presence: OmitEmpty },
+            Prop { json: "state", ty: Ty::Ref(41), tag: &[2], presence: OmitEmpty },
             Prop { json: "stopSignal", ty: Ty::String, tag: &[15], presence: Pointer },
-            Prop { json: "user", ty: Ty::Ref(45), tag: &[13], presence: OmitEmpty },
-            Prop { json: "volumeMounts", ty: Ty::List(&Ty::Ref(180)), tag: &[12], presence: OmitEmpty },
+            Prop { json: "user", ty: Ty::Ref(46), tag: &[13], presence: OmitEmpty },
+            Prop { json: "volumeMounts", ty: Ty::List(&Ty::Ref(182)), tag: &[12], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ContainerUser",
-        index: 45,
+        index: 46,
         props: &[
-            Prop { json: "linux", ty: Ty::Ref(84), tag: &[1], presence: OmitEmpty },
+            Prop { json: "linux", ty: Ty::Ref(85), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.DaemonEndpoint",
-        index: 46,
+        index: 47,
         props: &[
             Prop { json: "Port", ty: Ty::Int32, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.DownwardAPIProjection",
-        index: 47,
+        index: 48,
         props: &[
-            Prop { json: "items", ty: Ty::List(&Ty::Ref(48)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "items", ty: Ty::List(&Ty::Ref(49)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.DownwardAPIVolumeFile",
-        index: 48,
+        index: 49,
         props: &[
-            Prop { json: "fieldRef", ty: Ty::Ref(114), tag: &[2], presence: OmitEmpty },
+            Prop { json: "fieldRef", ty: Ty::Ref(115), tag: &[2], presence: OmitEmpty },
             Prop { json: "mode", ty: Ty::Int32, tag: &[4], presence: Pointer },
             Prop { json: "path", ty: Ty::String, tag: &[1], presence: Always },
-            Prop { json: "resourceFieldRef", ty: Ty::Ref(149), tag: &[3], presence: OmitEmpty },
+            Prop { json: "resourceFieldRef", ty: Ty::Ref(150), tag: &[3], presence: OmitEmpty },
             Prop { json: "user", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.DownwardAPIVolumeSource",
-        index: 49,
+        index: 50,
         props: &[
             Prop { json: "defaultMode", ty: Ty::Int32, tag: &[2], presence: Pointer },
             Prop { json: "defaultUser", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
-            Prop { json: "items", ty: Ty::List(&Ty::Ref(48)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "items", ty: Ty::List(&Ty::Ref(49)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.EmptyDirVolumeSource",
-        index: 50,
+        index: 51,
         props: &[
             Prop { json: "medium", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "mode", ty: Ty::Int32, tag: &[], presence: OmitEmpty },
@@ -533,17 +545,17 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EndpointAddress",
-        index: 51,
+        index: 52,
         props: &[
             Prop { json: "hostname", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "nodeName", ty: Ty::String, tag: &[4], presence: Pointer },
-            Prop { json: "targetRef", ty: Ty::Ref(115), tag: &[2], presence: OmitEmpty },
+            Prop { json: "targetRef", ty: Ty::Ref(116), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.EndpointPort",
-        index: 52,
+        index: 53,
         props: &[
             Prop { json: "appProtocol", ty: Ty::String, tag: &[4], presence: Pointer },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -553,117 +565,117 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EndpointSubset",
-        index: 53,
+        index: 54,
         props: &[
-            Prop { json: "addresses", ty: Ty::List(&Ty::Ref(51)), tag: &[1], presence: OmitEmpty },
-            Prop { json: "notReadyAddresses", ty: Ty::List(&Ty::Ref(51)), tag: &[2], presence: OmitEmpty },
-            Prop { json: "ports", ty: Ty::List(&Ty::Ref(52)), tag: &[3], presence: OmitEmpty },
+            Prop { json: "addresses", ty: Ty::List(&Ty::Ref(52)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "notReadyAddresses", ty: Ty::List(&Ty::Ref(52)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "ports", ty: Ty::List(&Ty::Ref(53)), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.Endpoints",
-        index: 54,
+        index: 55,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "subsets", ty: Ty::List(&Ty::Ref(53)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "subsets", ty: Ty::List(&Ty::Ref(54)), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.EnvFromSource",
-        index: 55,
+        index: 56,
         props: &[
-            Prop { json: "configMapRef", ty: Ty::Ref(28), tag: &[2], presence: OmitEmpty },
+            Prop { json: "configMapRef", ty: Ty::Ref(29), tag: &[2], presence: OmitEmpty },
             Prop { json: "prefix", ty: Ty::String, tag: &[1], presence: OmitEmpty },
-            Prop { json: "secretRef", ty: Ty::Ref(156), tag: &[3], presence: OmitEmpty },
+            Prop { json: "secretRef", ty: Ty::Ref(158), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.EnvVar",
-        index: 56,
+        index: 57,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "value", ty: Ty::String, tag: &[2], presence: OmitEmpty },
-            Prop { json: "valueFrom", ty: Ty::Ref(57), tag: &[3], presence: OmitEmpty },
+            Prop { json: "valueFrom", ty: Ty::Ref(58), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.EnvVarSource",
-        index: 57,
+        index: 58,
         props: &[
-            Prop { json: "configMapKeyRef", ty: Ty::Ref(29), tag: &[3], presence: OmitEmpty },
-            Prop { json: "fieldRef", ty: Ty::Ref(114), tag: &[1], presence: OmitEmpty },
-            Prop { json: "fileKeyRef", ty: Ty::Ref(66), tag: &[5], presence: OmitEmpty },
-            Prop { json: "resourceFieldRef", ty: Ty::Ref(149), tag: &[2], presence: OmitEmpty },
-            Prop { json: "secretKeyRef", ty: Ty::Ref(157), tag: &[4], presence: OmitEmpty },
+            Prop { json: "configMapKeyRef", ty: Ty::Ref(30), tag: &[3], presence: OmitEmpty },
+            Prop { json: "fieldRef", ty: Ty::Ref(115), tag: &[1], presence: OmitEmpty },
+            Prop { json: "fileKeyRef", ty: Ty::Ref(67), tag: &[5], presence: OmitEmpty },
+            Prop { json: "resourceFieldRef", ty: Ty::Ref(150), tag: &[2], presence: OmitEmpty },
+            Prop { json: "secretKeyRef", ty: Ty::Ref(159), tag: &[4], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.EphemeralContainer",
-        index: 58,
+        index: 59,
         props: &[
             Prop { json: "args", ty: Ty::List(&Ty::String), tag: &[1, 4], presence: OmitEmpty },
             Prop { json: "command", ty: Ty::List(&Ty::String), tag: &[1, 3], presence: OmitEmpty },
-            Prop { json: "env", ty: Ty::List(&Ty::Ref(56)), tag: &[1, 7], presence: OmitEmpty },
-            Prop { json: "envFrom", ty: Ty::List(&Ty::Ref(55)), tag: &[1, 19], presence: OmitEmpty },
+            Prop { json: "env", ty: Ty::List(&Ty::Ref(57)), tag: &[1, 7], presence: OmitEmpty },
+            Prop { json: "envFrom", ty: Ty::List(&Ty::Ref(56)), tag: &[1, 19], presence: OmitEmpty },
             Prop { json: "image", ty: Ty::String, tag: &[1, 2], presence: OmitEmpty },
             Prop { json: "imagePullPolicy", ty: Ty::String, tag: &[1, 14], presence: OmitEmpty },
-            Prop { json: "lifecycle", ty: Ty::Ref(82), tag: &[1, 12], presence: OmitEmpty },
-            Prop { json: "livenessProbe", ty: Ty::Ref(144), tag: &[1, 10], presence: OmitEmpty },
+            Prop { json: "lifecycle", ty: Ty::Ref(83), tag: &[1, 12], presence: OmitEmpty },
+            Prop { json: "livenessProbe", ty: Ty::Ref(145), tag: &[1, 10], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
-            Prop { json: "ports", ty: Ty::List(&Ty::Ref(36)), tag: &[1, 6], presence: OmitEmpty },
-            Prop { json: "readinessProbe", ty: Ty::Ref(144), tag: &[1, 11], presence: OmitEmpty },
-            Prop { json: "resizePolicy", ty: Ty::List(&Ty::Ref(37)), tag: &[1, 23], presence: OmitEmpty },
-            Prop { json: "resources", ty: Ty::Ref(151), tag: &[1, 8], presence: OmitEmpty },
+            Prop { json: "ports", ty: Ty::List(&Ty::Ref(37)), tag: &[1, 6], presence: OmitEmpty },
+            Prop { json: "readinessProbe", ty: Ty::Ref(145), tag: &[1, 11], presence: OmitEmpty },
+            Prop { json: "resizePolicy", ty: Ty::List(&Ty::Ref(38)), tag: &[1, 23], presence: OmitEmpty },
+            Prop { json: "resources", ty: Ty::Ref(152), tag: &[1, 8], presence: OmitEmpty },
             Prop { json: "restartPolicy", ty: Ty::String, tag: &[1, 24], presence: OmitEmpty },
-            Prop { json: "restartPolicyRules", ty: Ty::List(&Ty::Ref(38)), tag: &[1, 25], presence: OmitEmpty },
-            Prop { json: "securityContext", ty: Ty::Ref(160), tag: &[1, 15], presence: OmitEmpty },
-            Prop { json: "startupProbe", ty: Ty::Ref(144), tag: &[1, 22], presence: OmitEmpty },
+            Prop { json: "restartPolicyRules", ty: Ty::List(&Ty::Ref(39)), tag: &[1, 25], presence: OmitEmpty },
+            Prop { json: "securityContext", ty: Ty::Ref(162), tag: &[1, 15], presence: OmitEmpty },
+            Prop { json: "startupProbe", ty: Ty::Ref(145), tag: &[1, 22], presence: OmitEmpty },
             Prop { json: "stdin", ty: Ty::Bool, tag: &[1, 16], presence: OmitEmpty },
             Prop { json: "stdinOnce", ty: Ty::Bool, tag: &[1, 17], presence: OmitEmpty },
             Prop { json: "targetContainerName", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "terminationMessagePath", ty: Ty::String, tag: &[1, 13], presence: OmitEmpty },
             Prop { json: "terminationMessagePolicy", ty: Ty::String, tag: &[1, 20], presence: OmitEmpty },
             Prop { json: "tty", ty: Ty::Bool, tag: &[1, 18], presence: OmitEmpty },
-            Prop { json: "volumeDevices", ty: Ty::List(&Ty::Ref(177)), tag: &[1, 21], presence: OmitEmpty },
-            Prop { json: "volumeMounts", ty: Ty::List(&Ty::Ref(179)), tag: &[1, 9], presence: OmitEmpty },
+            Prop { json: "volumeDevices", ty: Ty::List(&Ty::Ref(179)), tag: &[1, 21], presence: OmitEmpty },
+            Prop { json: "volumeMounts", ty: Ty::List(&Ty::Ref(181)), tag: &[1, 9], presence: OmitEmpty },
             Prop { json: "workingDir", ty: Ty::String, tag: &[1, 5], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.EphemeralVolumeSource",
-        index: 59,
+        index: 60,
         props: &[
-            Prop { json: "volumeClaimTemplate", ty: Ty::Ref(117), tag: &[1], presence: OmitEmpty },
+            Prop { json: "volumeClaimTemplate", ty: Ty::Ref(118), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.Event",
-        index: 60,
+        index: 61,
         props: &[
             Prop { json: "action", ty: Ty::String, tag: &[12], presence: OmitEmpty },
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "count", ty: Ty::Int32, tag: &[8], presence: OmitEmpty },
             Prop { json: "eventTime", ty: Ty::Special(Special::MicroTime), tag: &[10], presence: OmitEmpty },
             Prop { json: "firstTimestamp", ty: Ty::Special(Special::Time), tag: &[6], presence: OmitEmpty },
-            Prop { json: "involvedObject", ty: Ty::Ref(115), tag: &[2], presence: OmitEmpty },
+            Prop { json: "involvedObject", ty: Ty::Ref(116), tag: &[2], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "lastTimestamp", ty: Ty::Special(Special::Time), tag: &[7], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[4], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
             Prop { json: "reason", ty: Ty::String, tag: &[3], presence: OmitEmpty },
-            Prop { json: "related", ty: Ty::Ref(115), tag: &[13], presence: OmitEmpty },
+            Prop { json: "related", ty: Ty::Ref(116), tag: &[13], presence: OmitEmpty },
             Prop { json: "reportingComponent", ty: Ty::String, tag: &[14], presence: Always },
             Prop { json: "reportingInstance", ty: Ty::String, tag: &[15], presence: Always },
-            Prop { json: "series", ty: Ty::Ref(61), tag: &[11], presence: OmitEmpty },
-            Prop { json: "source", ty: Ty::Ref(62), tag: &[5], presence: OmitEmpty },
+            Prop { json: "series", ty: Ty::Ref(62), tag: &[11], presence: OmitEmpty },
+            Prop { json: "source", ty: Ty::Ref(63), tag: &[5], presence: OmitEmpty },
             Prop { json: "type", ty: Ty::String, tag: &[9], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.EventSeries",
-        index: 61,
+        index: 62,
         props: &[
             Prop { json: "count", ty: Ty::Int32, tag: &[1], presence: OmitEmpty },
             Prop { json: "lastObservedTime", ty: Ty::Special(Special::MicroTime), tag: &[2], presence: OmitEmpty },
@@ -671,7 +683,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EventSource",
-        index: 62,
+        index: 63,
         props: &[
             Prop { json: "component", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "host", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -679,7 +691,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.EvictionResponder",
-        index: 63,
+        index: 64,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "priority", ty: Ty::Int32, tag: &[], presence: OmitEmpty },
@@ -687,14 +699,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ExecAction",
-        index: 64,
+        index: 65,
         props: &[
             Prop { json: "command", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.FCVolumeSource",
-        index: 65,
+        index: 66,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "lun", ty: Ty::Int32, tag: &[2], presence: Pointer },
@@ -705,7 +717,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.FileKeySelector",
-        index: 66,
+        index: 67,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[3], presence: Always },
             Prop { json: "optional", ty: Ty::Bool, tag: &[4], presence: Pointer },
@@ -715,18 +727,18 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.FlexVolumeSource",
-        index: 67,
+        index: 68,
         props: &[
             Prop { json: "driver", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "options", ty: Ty::Map(&Ty::String), tag: &[5], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[4], presence: OmitEmpty },
-            Prop { json: "secretRef", ty: Ty::Ref(87), tag: &[3], presence: OmitEmpty },
+            Prop { json: "secretRef", ty: Ty::Ref(88), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.FlockerVolumeSource",
-        index: 68,
+        index: 69,
         props: &[
             Prop { json: "datasetName", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "datasetUUID", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -734,7 +746,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.GCEPersistentDiskVolumeSource",
-        index: 69,
+        index: 70,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "partition", ty: Ty::Int32, tag: &[3], presence: OmitEmpty },
@@ -744,7 +756,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.GRPCAction",
-        index: 70,
+        index: 71,
         props: &[
             Prop { json: "mode", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "port", ty: Ty::Int32, tag: &[1], presence: Always },
@@ -753,7 +765,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.GitRepoVolumeSource",
-        index: 71,
+        index: 72,
         props: &[
             Prop { json: "directory", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "repository", ty: Ty::String, tag: &[1], presence: Always },
@@ -762,7 +774,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.GlusterfsVolumeSource",
-        index: 72,
+        index: 73,
         props: &[
             Prop { json: "endpoints", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "path", ty: Ty::String, tag: &[2], presence: Always },
@@ -771,10 +783,10 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.HTTPGetAction",
-        index: 73,
+        index: 74,
         props: &[
             Prop { json: "host", ty: Ty::String, tag: &[3], presence: OmitEmpty },
-            Prop { json: "httpHeaders", ty: Ty::List(&Ty::Ref(74)), tag: &[5], presence: OmitEmpty },
+            Prop { json: "httpHeaders", ty: Ty::List(&Ty::Ref(75)), tag: &[5], presence: OmitEmpty },
             Prop { json: "path", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "port", ty: Ty::Special(Special::IntOrString), tag: &[2], presence: OmitEmpty },
             Prop { json: "protocol", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -783,7 +795,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.HTTPHeader",
-        index: 74,
+        index: 75,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "value", ty: Ty::String, tag: &[2], presence: Always },
@@ -791,7 +803,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.HostAlias",
-        index: 75,
+        index: 76,
         props: &[
             Prop { json: "hostnames", ty: Ty::List(&Ty::String), tag: &[2], presence: OmitEmpty },
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: Always },
@@ -799,14 +811,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.HostIP",
-        index: 76,
+        index: 77,
         props: &[
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.HostPathVolumeSource",
-        index: 77,
+        index: 78,
         props: &[
             Prop { json: "path", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "type", ty: Ty::String, tag: &[2], presence: Pointer },
@@ -814,7 +826,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ISCSIVolumeSource",
-        index: 78,
+        index: 79,
         props: &[
             Prop { json: "chapAuthDiscovery", ty: Ty::Bool, tag: &[8], presence: OmitEmpty },
             Prop { json: "chapAuthSession", ty: Ty::Bool, tag: &[11], presence: OmitEmpty },
@@ -825,13 +837,13 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "lun", ty: Ty::Int32, tag: &[3], presence: Always },
             Prop { json: "portals", ty: Ty::List(&Ty::String), tag: &[7], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[6], presence: OmitEmpty },
-            Prop { json: "secretRef", ty: Ty::Ref(87), tag: &[10], presence: OmitEmpty },
+            Prop { json: "secretRef", ty: Ty::Ref(88), tag: &[10], presence: OmitEmpty },
             Prop { json: "targetPortal", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ImageVolumeSource",
-        index: 79,
+        index: 80,
         props: &[
             Prop { json: "pullPolicy", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "reference", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -839,14 +851,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ImageVolumeStatus",
-        index: 80,
+        index: 81,
         props: &[
             Prop { json: "imageRef", ty: Ty::String, tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.KeyToPath",
-        index: 81,
+        index: 82,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "mode", ty: Ty::Int32, tag: &[3], presence: Pointer },
@@ -856,26 +868,26 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Lifecycle",
-        index: 82,
+        index: 83,
         props: &[
-            Prop { json: "postStart", ty: Ty::Ref(83), tag: &[1], presence: OmitEmpty },
-            Prop { json: "preStop", ty: Ty::Ref(83), tag: &[2], presence: OmitEmpty },
+            Prop { json: "postStart", ty: Ty::Ref(84), tag: &[1], presence: OmitEmpty },
+            Prop { json: "preStop", ty: Ty::Ref(84), tag: &[2], presence: OmitEmpty },
             Prop { json: "stopSignal", ty: Ty::String, tag: &[3], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.LifecycleHandler",
-        index: 83,
+        index: 84,
         props: &[
-            Prop { json: "exec", ty: Ty::Ref(64), tag: &[1], presence: OmitEmpty },
-            Prop { json: "httpGet", ty: Ty::Ref(73), tag: &[2], presence: OmitEmpty },
-            Prop { json: "sleep", ty: Ty::Ref(167), tag: &[4], presence: OmitEmpty },
-            Prop { json: "tcpSocket", ty: Ty::Ref(170), tag: &[3], presence: OmitEmpty },
+            Prop { json: "exec", ty: Ty::Ref(65), tag: &[1], presence: OmitEmpty },
+            Prop { json: "httpGet", ty: Ty::Ref(74), tag: &[2], presence: OmitEmpty },
+            Prop { json: "sleep", ty: Ty::Ref(169), tag: &[4], presence: OmitEmpty },
+            Prop { json: "tcpSocket", ty: Ty::Ref(172), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.LinuxContainerUser",
-        index: 84,
+        index: 85,
         props: &[
             Prop { json: "gid", ty: Ty::Int64, tag: &[2], presence: Always },
             Prop { json: "supplementalGroups", ty: Ty::List(&Ty::Int64), tag: &[3], presence: OmitEmpty },
@@ -884,31 +896,31 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.LoadBalancerIngress",
-        index: 85,
+        index: 86,
         props: &[
             Prop { json: "hostname", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "ipMode", ty: Ty::String, tag: &[3], presence: Pointer },
-            Prop { json: "ports", ty: Ty::List(&Ty::Ref(141)), tag: &[4], presence: OmitEmpty },
+            Prop { json: "ports", ty: Ty::List(&Ty::Ref(142)), tag: &[4], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.LoadBalancerStatus",
-        index: 86,
+        index: 87,
         props: &[
-            Prop { json: "ingress", ty: Ty::List(&Ty::Ref(85)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "ingress", ty: Ty::List(&Ty::Ref(86)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.LocalObjectReference",
-        index: 87,
+        index: 88,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NFSVolumeSource",
-        index: 88,
+        index: 89,
         props: &[
             Prop { json: "path", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
@@ -917,18 +929,18 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Namespace",
-        index: 89,
+        index: 90,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "spec", ty: Ty::Ref(91), tag: &[2], presence: OmitEmpty },
-            Prop { json: "status", ty: Ty::Ref(92), tag: &[3], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "spec", ty: Ty::Ref(92), tag: &[2], presence: OmitEmpty },
+            Prop { json: "status", ty: Ty::Ref(93), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NamespaceCondition",
-        index: 90,
+        index: 91,
         props: &[
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[4], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[6], presence: OmitEmpty },
@@ -939,33 +951,33 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NamespaceSpec",
-        index: 91,
+        index: 92,
         props: &[
             Prop { json: "finalizers", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NamespaceStatus",
-        index: 92,
+        index: 93,
         props: &[
-            Prop { json: "conditions", ty: Ty::List(&Ty::Ref(90)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "conditions", ty: Ty::List(&Ty::Ref(91)), tag: &[2], presence: OmitEmpty },
             Prop { json: "phase", ty: Ty::String, tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.Node",
-        index: 93,
+        index: 94,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "spec", ty: Ty::Ref(110), tag: &[2], presence: OmitEmpty },
-            Prop { json: "status", ty: Ty::Ref(111), tag: &[3], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "spec", ty: Ty::Ref(111), tag: &[2], presence: OmitEmpty },
+            Prop { json: "status", ty: Ty::Ref(112), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAddress",
-        index: 94,
+        index: 95,
         props: &[
             Prop { json: "address", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "type", ty: Ty::String, tag: &[1], presence: Always },
@@ -973,15 +985,15 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAffinity",
-        index: 95,
+        index: 96,
         props: &[
-            Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(143)), tag: &[2], presence: OmitEmpty },
-            Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::Ref(107), tag: &[1], presence: OmitEmpty },
+            Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(144)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::Ref(108), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAllocatableMappedResources",
-        index: 96,
+        index: 97,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "quantity", ty: Ty::Special(Special::Quantity), tag: &[], presence: OmitEmpty },
@@ -989,7 +1001,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAllocatableOverheadResources",
-        index: 97,
+        index: 98,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "perContainer", ty: Ty::Special(Special::Quantity), tag: &[], presence: OmitEmpty },
@@ -998,17 +1010,17 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeAllocatableResourceClaimStatus",
-        index: 98,
+        index: 99,
         props: &[
             Prop { json: "containers", ty: Ty::List(&Ty::String), tag: &[], presence: OmitEmpty },
-            Prop { json: "mapping", ty: Ty::List(&Ty::Ref(96)), tag: &[], presence: OmitEmpty },
-            Prop { json: "overhead", ty: Ty::List(&Ty::Ref(97)), tag: &[], presence: OmitEmpty },
+            Prop { json: "mapping", ty: Ty::List(&Ty::Ref(97)), tag: &[], presence: OmitEmpty },
+            Prop { json: "overhead", ty: Ty::List(&Ty::Ref(98)), tag: &[], presence: OmitEmpty },
             Prop { json: "resourceClaimName", ty: Ty::String, tag: &[], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeCondition",
-        index: 99,
+        index: 100,
         props: &[
             Prop { json: "lastHeartbeatTime", ty: Ty::Special(Special::Time), tag: &[3], presence: OmitEmpty },
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[4], presence: OmitEmpty },
@@ -1020,53 +1032,53 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeConfigSource",
-        index: 100,
+        index: 101,
         props: &[
-            Prop { json: "configMap", ty: Ty::Ref(30), tag: &[2], presence: OmitEmpty },
+            Prop { json: "configMap", ty: Ty::Ref(31), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeConfigStatus",
-        index: 101,
+        index: 102,
         props: &[
-            Prop { json: "active", ty: Ty::Ref(100), tag: &[2], presence: OmitEmpty },
-            Prop { json: "assigned", ty: Ty::Ref(100), tag: &[1], presence: OmitEmpty },
+            Prop { json: "active", ty: Ty::Ref(101), tag: &[2], presence: OmitEmpty },
+            Prop { json: "assigned", ty: Ty::Ref(101), tag: &[1], presence: OmitEmpty },
             Prop { json: "error", ty: Ty::String, tag: &[4], presence: OmitEmpty },
-            Prop { json: "lastKnownGood", ty: Ty::Ref(100), tag: &[3], presence: OmitEmpty },
+            Prop { json: "lastKnownGood", ty: Ty::Ref(101), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeDaemonEndpoints",
-        index: 102,
+        index: 103,
         props: &[
-            Prop { json: "kubeletEndpoint", ty: Ty::Ref(46), tag: &[1], presence: OmitEmpty },
+            Prop { json: "kubeletEndpoint", ty: Ty::Ref(47), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeFeatures",
-        index: 103,
+        index: 104,
         props: &[
             Prop { json: "supplementalGroupsPolicy", ty: Ty::Bool, tag: &[1], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodePodPreemptionPolicy",
-        index: 104,
+        index: 105,
         props: &[
             Prop { json: "disableResizePreemption", ty: Ty::List(&Ty::String), tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeRuntimeHandler",
-        index: 105,
+        index: 106,
         props: &[
-            Prop { json: "features", ty: Ty::Ref(106), tag: &[2], presence: OmitEmpty },
+            Prop { json: "features", ty: Ty::Ref(107), tag: &[2], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeRuntimeHandlerFeatures",
-        index: 106,
+        index: 107,
         props: &[
             Prop { json: "recursiveReadOnlyMounts", ty: Ty::Bool, tag: &[1], presence: Pointer },
             Prop { json: "userNamespaces", ty: Ty::Bool, tag: &[2], presence: Pointer },
@@ -1074,14 +1086,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSelector",
-        index: 107,
+        index: 108,
         props: &[
-            Prop { json: "nodeSelectorTerms", ty: Ty::List(&Ty::Ref(109)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "nodeSelectorTerms", ty: Ty::List(&Ty::Ref(110)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSelectorRequirement",
-        index: 108,
+        index: 109,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "operator", ty: Ty::String, tag: &[2], presence: Always },
@@ -1090,56 +1102,56 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSelectorTerm",
-        index: 109,
+        index: 110,
         props: &[
-            Prop { json: "matchExpressions", ty: Ty::List(&Ty::Ref(108)), tag: &[1], presence: OmitEmpty },
-            Prop { json: "matchFields", ty: Ty::List(&Ty::Ref(108)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "matchExpressions", ty: Ty::List(&Ty::Ref(109)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "matchFields", ty: Ty::List(&Ty::Ref(109)), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSpec",
-        index: 110,
+        index: 111,
         props: &[
-            Prop { json: "configSource", ty: Ty::Ref(100), tag: &[6], presence: OmitEmpty },
+            Prop { json: "configSource", ty: Ty::Ref(101), tag: &[6], presence: OmitEmpty },
             Prop { json: "externalID", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "podCIDR", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "podCIDRs", ty: Ty::List(&Ty::String), tag: &[7], presence: OmitEmpty },
-            Prop { json: "podPreemptionPolicy", ty: Ty::Ref(104), tag: &[], presence: OmitEmpty },
+            Prop { json: "podPreemptionPolicy", ty: Ty::Ref(105), tag: &[], presence: OmitEmpty },
             Prop { json: "providerID", ty: Ty::String, tag: &[3], presence: OmitEmpty },
-            Prop { json: "taints", ty: Ty::List(&Ty::Ref(171)), tag: &[5], presence: OmitEmpty },
+            Prop { json: "taints", ty: Ty::List(&Ty::Ref(173)), tag: &[5], presence: OmitEmpty },
             Prop { json: "unschedulable", ty: Ty::Bool, tag: &[4], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeStatus",
-        index: 111,
+        index: 112,
         props: &[
-            Prop { json: "addresses", ty: Ty::List(&Ty::Ref(94)), tag: &[5], presence: OmitEmpty },
+            Prop { json: "addresses", ty: Ty::List(&Ty::Ref(95)), tag: &[5], presence: OmitEmpty },
             Prop { json: "allocatable", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[2], presence: OmitEmpty },
             Prop { json: "capacity", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[1], presence: OmitEmpty },
-            Prop { json: "conditions", ty: Ty::List(&Ty::Ref(99)), tag: &[4], presence: OmitEmpty },
-            Prop { json: "config", ty: Ty::Ref(101), tag: &[11], presence: OmitEmpty },
-            Prop { json: "daemonEndpoints", ty: Ty::Ref(102), tag: &[6], presence: OmitEmpty },
+            Prop { json: "conditions", ty: Ty::List(&Ty::Ref(100)), tag: &[4], presence: OmitEmpty },
+            Prop { json: "config", ty: Ty::Ref(102), tag: &[11], presence: OmitEmpty },
+            Prop { json: "daemonEndpoints", ty: Ty::Ref(103), tag: &[6], presence: OmitEmpty },
             Prop { json: "declaredFeatures", ty: Ty::List(&Ty::String), tag: &[14], presence: OmitEmpty },
-            Prop { json: "features", ty: Ty::Ref(103), tag: &[13], presence: OmitEmpty },
-            Prop { json: "images", ty: Ty::List(&Ty::Ref(35)), tag: &[8], presence: OmitEmpty },
-            Prop { json: "nodeInfo", ty: Ty::Ref(113), tag: &[7], presence: OmitEmpty },
+            Prop { json: "features", ty: Ty::Ref(104), tag: &[13], presence: OmitEmpty },
+            Prop { json: "images", ty: Ty::List(&Ty::Ref(36)), tag: &[8], presence: OmitEmpty },
+            Prop { json: "nodeInfo", ty: Ty::Ref(114), tag: &[7], presence: OmitEmpty },
             Prop { json: "phase", ty: Ty::String, tag: &[3], presence: OmitEmpty },
-            Prop { json: "runtimeHandlers", ty: Ty::List(&Ty::Ref(105)), tag: &[12], presence: OmitEmpty },
+            Prop { json: "runtimeHandlers", ty: Ty::List(&Ty::Ref(106)), tag: &[12], presence: OmitEmpty },
             Prop { json: "volumesAttached", ty: Ty::List(&Ty::Ref(18)), tag: &[10], presence: OmitEmpty },
             Prop { json: "volumesInUse", ty: Ty::List(&Ty::String), tag: &[9], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSwapStatus",
-        index: 112,
+        index: 113,
         props: &[
             Prop { json: "capacity", ty: Ty::Int64, tag: &[1], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.NodeSystemInfo",
-        index: 113,
+        index: 114,
         props: &[
             Prop { json: "architecture", ty: Ty::String, tag: &[10], presence: Always },
             Prop { json: "bootID", ty: Ty::String, tag: &[3], presence: Always },
@@ -1151,13 +1163,13 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "operatingSystem", ty: Ty::String, tag: &[9], presence: Always },
             Prop { json: "osImage", ty: Ty::String, tag: &[5], presence: Always },
             Prop { json: "runningInUserNamespace", ty: Ty::Bool, tag: &[], presence: OmitEmpty },
-            Prop { json: "swap", ty: Ty::Ref(112), tag: &[11], presence: OmitEmpty },
+            Prop { json: "swap", ty: Ty::Ref(113), tag: &[11], presence: OmitEmpty },
             Prop { json: "systemUUID", ty: Ty::String, tag: &[2], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ObjectFieldSelector",
-        index: 114,
+        index: 115,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "fieldPath", ty: Ty::String, tag: &[2], presence: Always },
@@ -1165,7 +1177,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ObjectReference",
-        index: 115,
+        index: 116,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[5], presence: OmitEmpty },
             Prop { json: "fieldPath", ty: Ty::String, tag: &[7], presence: OmitEmpty },
@@ -1178,13 +1190,13 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PersistentVolumeClaimSpec",
-        index: 116,
+        index: 117,
         props: &[
             Prop { json: "accessModes", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
-            Prop { json: "dataSource", ty: Ty::Ref(174), tag: &[7], presence: OmitEmpty },
-            Prop { json: "dataSourceRef", ty: Ty::Ref(175), tag: &[8], presence: OmitEmpty },
-            Prop { json: "resources", ty: Ty::Ref(182), tag: &[2], presence: OmitEmpty },
-            Prop { json: "selector", ty: Ty::Ref(196), tag: &[4], presence: OmitEmpty },
+            Prop { json: "dataSource", ty: Ty::Ref(176), tag: &[7], presence: OmitEmpty },
+            Prop { json: "dataSourceRef", ty: Ty::Ref(177), tag: &[8], presence: OmitEmpty },
+            Prop { json: "resources", ty: Ty::Ref(184), tag: &[2], presence: OmitEmpty },
+            Prop { json: "selector", ty: Ty::Ref(198), tag: &[4], presence: OmitEmpty },
             Prop { json: "storageClassName", ty: Ty::String, tag: &[5], presence: Pointer },
             Prop { json: "volumeAttributesClassName", ty: Ty::String, tag: &[9], presence: Pointer },
             Prop { json: "volumeMode", ty: Ty::String, tag: &[6], presence: Pointer },
@@ -1193,15 +1205,15 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PersistentVolumeClaimTemplate",
-        index: 117,
+        index: 118,
         props: &[
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "spec", ty: Ty::Ref(116), tag: &[2], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "spec", ty: Ty::Ref(117), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource",
-        index: 118,
+        index: 119,
         props: &[
             Prop { json: "claimName", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[2], presence: OmitEmpty },
@@ -1209,7 +1221,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PhotonPersistentDiskVolumeSource",
-        index: 119,
+        index: 120,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "pdID", ty: Ty::String, tag: &[1], presence: Always },
@@ -1217,46 +1229,46 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Pod",
-        index: 120,
+        index: 121,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "spec", ty: Ty::Ref(137), tag: &[2], presence: OmitEmpty },
-            Prop { json: "status", ty: Ty::Ref(138), tag: &[3], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "spec", ty: Ty::Ref(138), tag: &[2], presence: OmitEmpty },
+            Prop { json: "status", ty: Ty::Ref(139), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodAffinity",
-        index: 121,
+        index: 122,
         props: &[
-            Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(185)), tag: &[2], presence: OmitEmpty },
-            Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(122)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(187)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(123)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodAffinityTerm",
-        index: 122,
+        index: 123,
         props: &[
-            Prop { json: "labelSelector", ty: Ty::Ref(196), tag: &[1], presence: OmitEmpty },
+            Prop { json: "labelSelector", ty: Ty::Ref(198), tag: &[1], presence: OmitEmpty },
             Prop { json: "matchLabelKeys", ty: Ty::List(&Ty::String), tag: &[5], presence: OmitEmpty },
             Prop { json: "mismatchLabelKeys", ty: Ty::List(&Ty::String), tag: &[6], presence: OmitEmpty },
-            Prop { json: "namespaceSelector", ty: Ty::Ref(196), tag: &[4], presence: OmitEmpty },
+            Prop { json: "namespaceSelector", ty: Ty::Ref(198), tag: &[4], presence: OmitEmpty },
             Prop { json: "namespaces", ty: Ty::List(&Ty::String), tag: &[2], presence: OmitEmpty },
             Prop { json: "topologyKey", ty: Ty::String, tag: &[3], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodAntiAffinity",
-        index: 123,
+        index: 124,
         props: &[
-            Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(185)), tag: &[2], presence: OmitEmpty },
-            Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(122)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(187)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Ty::List(&Ty::Ref(123)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodCertificateProjection",
-        index: 124,
+        index: 125,
         props: &[
             Prop { json: "certificateChainPath", ty: Ty::String, tag: &[6], presence: OmitEmpty },
             Prop { json: "credentialBundlePath", ty: Ty::String, tag: &[4], presence: OmitEmpty },
@@ -1270,7 +1282,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodCondition",
-        index: 125,
+        index: 126,
         props: &[
             Prop { json: "lastProbeTime", ty: Ty::Special(Special::Time), tag: &[3], presence: OmitEmpty },
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[4], presence: OmitEmpty },
@@ -1283,16 +1295,16 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodDNSConfig",
-        index: 126,
+        index: 127,
         props: &[
             Prop { json: "nameservers", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
-            Prop { json: "options", ty: Ty::List(&Ty::Ref(127)), tag: &[3], presence: OmitEmpty },
+            Prop { json: "options", ty: Ty::List(&Ty::Ref(128)), tag: &[3], presence: OmitEmpty },
             Prop { json: "searches", ty: Ty::List(&Ty::String), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodDNSConfigOption",
-        index: 127,
+        index: 128,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "value", ty: Ty::String, tag: &[2], presence: Pointer },
@@ -1300,36 +1312,36 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodExtendedResourceClaimStatus",
-        index: 128,
+        index: 129,
         props: &[
-            Prop { json: "requestMappings", ty: Ty::List(&Ty::Ref(34)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "requestMappings", ty: Ty::List(&Ty::Ref(35)), tag: &[1], presence: OmitEmpty },
             Prop { json: "resourceClaimName", ty: Ty::String, tag: &[2], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodIP",
-        index: 129,
+        index: 130,
         props: &[
             Prop { json: "ip", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodOS",
-        index: 130,
+        index: 131,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodReadinessGate",
-        index: 131,
+        index: 132,
         props: &[
             Prop { json: "conditionType", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodResourceClaim",
-        index: 132,
+        index: 133,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "resourceClaimName", ty: Ty::String, tag: &[3], presence: Pointer },
@@ -1338,7 +1350,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodResourceClaimStatus",
-        index: 133,
+        index: 134,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "resourceClaimName", ty: Ty::String, tag: &[2], presence: Pointer },
@@ -1346,21 +1358,21 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PodSchedulingGate",
-        index: 134,
+        index: 135,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodSchedulingGroup",
-        index: 135,
+        index: 136,
         props: &[
             Prop { json: "podGroupName", ty: Ty::String, tag: &[], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodSecurityContext",
-        index: 136,
+        index: 137,
         props: &[
             Prop { json: "appArmorProfile", ty: Ty::Ref(17), tag: &[11], presence: OmitEmpty },
             Prop { json: "fsGroup", ty: Ty::Int64, tag: &[5], presence: Pointer },
@@ -1369,111 +1381,111 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "runAsNonRoot", ty: Ty::Bool, tag: &[3], presence: Pointer },
             Prop { json: "runAsUser", ty: Ty::Int64, tag: &[2], presence: Pointer },
             Prop { json: "seLinuxChangePolicy", ty: Ty::String, tag: &[13], presence: Pointer },
-            Prop { json: "seLinuxOptions", ty: Ty::Ref(153), tag: &[1], presence: OmitEmpty },
-            Prop { json: "seccompProfile", ty: Ty::Ref(155), tag: &[10], presence: OmitEmpty },
+            Prop { json: "seLinuxOptions", ty: Ty::Ref(154), tag: &[1], presence: OmitEmpty },
+            Prop { json: "seccompProfile", ty: Ty::Ref(156), tag: &[10], presence: OmitEmpty },
             Prop { json: "supplementalGroups", ty: Ty::List(&Ty::Int64), tag: &[4], presence: OmitEmpty },
             Prop { json: "supplementalGroupsPolicy", ty: Ty::String, tag: &[12], presence: Pointer },
-            Prop { json: "sysctls", ty: Ty::List(&Ty::Ref(169)), tag: &[7], presence: OmitEmpty },
-            Prop { json: "windowsOptions", ty: Ty::Ref(186), tag: &[8], presence: OmitEmpty },
+            Prop { json: "sysctls", ty: Ty::List(&Ty::Ref(171)), tag: &[7], presence: OmitEmpty },
+            Prop { json: "windowsOptions", ty: Ty::Ref(188), tag: &[8], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodSpec",
-        index: 137,
+        index: 138,
         props: &[
             Prop { json: "activeDeadlineSeconds", ty: Ty::Int64, tag: &[5], presence: Pointer },
             Prop { json: "affinity", ty: Ty::Ref(16), tag: &[18], presence: OmitEmpty },
             Prop { json: "automountServiceAccountToken", ty: Ty::Bool, tag: &[21], presence: Pointer },
-            Prop { json: "containers", ty: Ty::List(&Ty::Ref(33)), tag: &[2], presence: OmitEmpty },
-            Prop { json: "dnsConfig", ty: Ty::Ref(126), tag: &[26], presence: OmitEmpty },
+            Prop { json: "containers", ty: Ty::List(&Ty::Ref(34)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "dnsConfig", ty: Ty::Ref(127), tag: &[26], presence: OmitEmpty },
             Prop { json: "dnsPolicy", ty: Ty::String, tag: &[6], presence: OmitEmpty },
             Prop { json: "enableServiceLinks", ty: Ty::Bool, tag: &[30], presence: Pointer },
-            Prop { json: "ephemeralContainers", ty: Ty::List(&Ty::Ref(58)), tag: &[34], presence: OmitEmpty },
-            Prop { json: "evictionResponders", ty: Ty::List(&Ty::Ref(63)), tag: &[], presence: OmitEmpty },
-            Prop { json: "hostAliases", ty: Ty::List(&Ty::Ref(75)), tag: &[23], presence: OmitEmpty },
+            Prop { json: "ephemeralContainers", ty: Ty::List(&Ty::Ref(59)), tag: &[34], presence: OmitEmpty },
+            Prop { json: "evictionResponders", ty: Ty::List(&Ty::Ref(64)), tag: &[], presence: OmitEmpty },
+            Prop { json: "hostAliases", ty: Ty::List(&Ty::Ref(76)), tag: &[23], presence: OmitEmpty },
             Prop { json: "hostIPC", ty: Ty::Bool, tag: &[13], presence: OmitEmpty },
             Prop { json: "hostNetwork", ty: Ty::Bool, tag: &[11], presence: OmitEmpty },
             Prop { json: "hostPID", ty: Ty::Bool, tag: &[12], presence: OmitEmpty },
             Prop { json: "hostUsers", ty: Ty::Bool, tag: &[37], presence: Pointer },
             Prop { json: "hostname", ty: Ty::String, tag: &[16], presence: OmitEmpty },
             Prop { json: "hostnameOverride", ty: Ty::String, tag: &[41], presence: Pointer },
-            Prop { json: "imagePullSecrets", ty: Ty::List(&Ty::Ref(87)), tag: &[15], presence: OmitEmpty },
-            Prop { json: "initContainers", ty: Ty::List(&Ty::Ref(33)), tag: &[20], presence: OmitEmpty },
+            Prop { json: "imagePullSecrets", ty: Ty::List(&Ty::Ref(88)), tag: &[15], presence: OmitEmpty },
+            Prop { json: "initContainers", ty: Ty::List(&Ty::Ref(34)), tag: &[20], presence: OmitEmpty },
             Prop { json: "nodeName", ty: Ty::String, tag: &[10], presence: OmitEmpty },
             Prop { json: "nodeSelector", ty: Ty::Map(&Ty::String), tag: &[7], presence: OmitEmpty },
-            Prop { json: "os", ty: Ty::Ref(130), tag: &[36], presence: OmitEmpty },
+            Prop { json: "os", ty: Ty::Ref(131), tag: &[36], presence: OmitEmpty },
             Prop { json: "overhead", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[32], presence: OmitEmpty },
             Prop { json: "preemptionPolicy", ty: Ty::String, tag: &[31], presence: Pointer },
             Prop { json: "priority", ty: Ty::Int32, tag: &[25], presence: Pointer },
             Prop { json: "priorityClassName", ty: Ty::String, tag: &[24], presence: OmitEmpty },
-            Prop { json: "readinessGates", ty: Ty::List(&Ty::Ref(131)), tag: &[28], presence: OmitEmpty },
-            Prop { json: "resourceClaims", ty: Ty::List(&Ty::Ref(132)), tag: &[39], presence: OmitEmpty },
-            Prop { json: "resources", ty: Ty::Ref(151), tag: &[40], presence: OmitEmpty },
+            Prop { json: "readinessGates", ty: Ty::List(&Ty::Ref(132)), tag: &[28], presence: OmitEmpty },
+            Prop { json: "resourceClaims", ty: Ty::List(&Ty::Ref(133)), tag: &[39], presence: OmitEmpty },
+            Prop { json: "resources", ty: Ty::Ref(152), tag: &[40], presence: OmitEmpty },
             Prop { json: "restartPolicy", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "runtimeClassName", ty: Ty::String, tag: &[29], presence: Pointer },
             Prop { json: "schedulerName", ty: Ty::String, tag: &[19], presence: OmitEmpty },
-            Prop { json: "schedulingGates", ty: Ty::List(&Ty::Ref(134)), tag: &[38], presence: OmitEmpty },
-            Prop { json: "schedulingGroup", ty: Ty::Ref(135), tag: &[], presence: OmitEmpty },
-            Prop { json: "securityContext", ty: Ty::Ref(136), tag: &[14], presence: OmitEmpty },
+            Prop { json: "schedulingGates", ty: Ty::List(&Ty::Ref(135)), tag: &[38], presence: OmitEmpty },
+            Prop { json: "schedulingGroup", ty: Ty::Ref(136), tag: &[], presence: OmitEmpty },
+            Prop { json: "securityContext", ty: Ty::Ref(137), tag: &[14], presence: OmitEmpty },
             Prop { json: "serviceAccount", ty: Ty::String, tag: &[9], presence: OmitEmpty },
             Prop { json: "serviceAccountName", ty: Ty::String, tag: &[8], presence: OmitEmpty },
             Prop { json: "setHostnameAsFQDN", ty: Ty::Bool, tag: &[35], presence: Pointer },
             Prop { json: "shareProcessNamespace", ty: Ty::Bool, tag: &[27], presence: Pointer },
             Prop { json: "subdomain", ty: Ty::String, tag: &[17], presence: OmitEmpty },
             Prop { json: "terminationGracePeriodSeconds", ty: Ty::Int64, tag: &[4], presence: Pointer },
-            Prop { json: "tolerations", ty: Ty::List(&Ty::Ref(172)), tag: &[22], presence: OmitEmpty },
-            Prop { json: "topologySpreadConstraints", ty: Ty::List(&Ty::Ref(173)), tag: &[33], presence: OmitEmpty },
-            Prop { json: "volumes", ty: Ty::List(&Ty::Ref(176)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "tolerations", ty: Ty::List(&Ty::Ref(174)), tag: &[22], presence: OmitEmpty },
+            Prop { json: "topologySpreadConstraints", ty: Ty::List(&Ty::Ref(175)), tag: &[33], presence: OmitEmpty },
+            Prop { json: "volumes", ty: Ty::List(&Ty::Ref(178)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodStatus",
-        index: 138,
+        index: 139,
         props: &[
             Prop { json: "allocatedResources", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[19], presence: OmitEmpty },
-            Prop { json: "conditions", ty: Ty::List(&Ty::Ref(125)), tag: &[2], presence: OmitEmpty },
-            Prop { json: "containerStatuses", ty: Ty::List(&Ty::Ref(44)), tag: &[8], presence: OmitEmpty },
-            Prop { json: "ephemeralContainerStatuses", ty: Ty::List(&Ty::Ref(44)), tag: &[13], presence: OmitEmpty },
-            Prop { json: "extendedResourceClaimStatus", ty: Ty::Ref(128), tag: &[18], presence: OmitEmpty },
+            Prop { json: "conditions", ty: Ty::List(&Ty::Ref(126)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "containerStatuses", ty: Ty::List(&Ty::Ref(45)), tag: &[8], presence: OmitEmpty },
+            Prop { json: "ephemeralContainerStatuses", ty: Ty::List(&Ty::Ref(45)), tag: &[13], presence: OmitEmpty },
+            Prop { json: "extendedResourceClaimStatus", ty: Ty::Ref(129), tag: &[18], presence: OmitEmpty },
             Prop { json: "hostIP", ty: Ty::String, tag: &[5], presence: OmitEmpty },
-            Prop { json: "hostIPs", ty: Ty::List(&Ty::Ref(76)), tag: &[16], presence: OmitEmpty },
-            Prop { json: "initContainerStatuses", ty: Ty::List(&Ty::Ref(44)), tag: &[10], presence: OmitEmpty },
+            Prop { json: "hostIPs", ty: Ty::List(&Ty::Ref(77)), tag: &[16], presence: OmitEmpty },
+            Prop { json: "initContainerStatuses", ty: Ty::List(&Ty::Ref(45)), tag: &[10], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[3], presence: OmitEmpty },
-            Prop { json: "nodeAllocatableResourceClaimStatuses", ty: Ty::List(&Ty::Ref(98)), tag: &[], presence: OmitEmpty },
+            Prop { json: "nodeAllocatableResourceClaimStatuses", ty: Ty::List(&Ty::Ref(99)), tag: &[], presence: OmitEmpty },
             Prop { json: "nominatedNodeName", ty: Ty::String, tag: &[11], presence: OmitEmpty },
             Prop { json: "observedGeneration", ty: Ty::Int64, tag: &[17], presence: OmitEmpty },
             Prop { json: "phase", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "podIP", ty: Ty::String, tag: &[6], presence: OmitEmpty },
-            Prop { json: "podIPs", ty: Ty::List(&Ty::Ref(129)), tag: &[12], presence: OmitEmpty },
+            Prop { json: "podIPs", ty: Ty::List(&Ty::Ref(130)), tag: &[12], presence: OmitEmpty },
             Prop { json: "qosClass", ty: Ty::String, tag: &[9], presence: OmitEmpty },
             Prop { json: "reason", ty: Ty::String, tag: &[4], presence: OmitEmpty },
             Prop { json: "resize", ty: Ty::String, tag: &[14], presence: OmitEmpty },
-            Prop { json: "resourceClaimStatuses", ty: Ty::List(&Ty::Ref(133)), tag: &[15], presence: OmitEmpty },
-            Prop { json: "resources", ty: Ty::Ref(151), tag: &[20], presence: OmitEmpty },
+            Prop { json: "resourceClaimStatuses", ty: Ty::List(&Ty::Ref(134)), tag: &[15], presence: OmitEmpty },
+            Prop { json: "resources", ty: Ty::Ref(152), tag: &[20], presence: OmitEmpty },
             Prop { json: "startTime", ty: Ty::Special(Special::Time), tag: &[7], presence: OmitEmpty },
-            Prop { json: "volumeHealth", ty: Ty::List(&Ty::Ref(140)), tag: &[], presence: OmitEmpty },
+            Prop { json: "volumeHealth", ty: Ty::List(&Ty::Ref(141)), tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodTemplateSpec",
-        index: 139,
+        index: 140,
         props: &[
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "spec", ty: Ty::Ref(137), tag: &[2], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "spec", ty: Ty::Ref(138), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PodVolumeHealth",
-        index: 140,
+        index: 141,
         props: &[
-            Prop { json: "healthConditions", ty: Ty::List(&Ty::Ref(178)), tag: &[], presence: OmitEmpty },
+            Prop { json: "healthConditions", ty: Ty::List(&Ty::Ref(180)), tag: &[], presence: OmitEmpty },
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.PortStatus",
-        index: 141,
+        index: 142,
         props: &[
             Prop { json: "error", ty: Ty::String, tag: &[3], presence: Pointer },
             Prop { json: "port", ty: Ty::Int32, tag: &[1], presence: Always },
@@ -1482,7 +1494,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PortworxVolumeSource",
-        index: 142,
+        index: 143,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
@@ -1491,40 +1503,40 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.PreferredSchedulingTerm",
-        index: 143,
+        index: 144,
         props: &[
-            Prop { json: "preference", ty: Ty::Ref(109), tag: &[2], presence: OmitEmpty },
+            Prop { json: "preference", ty: Ty::Ref(110), tag: &[2], presence: OmitEmpty },
             Prop { json: "weight", ty: Ty::Int32, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.Probe",
-        index: 144,
+        index: 145,
         props: &[
-            Prop { json: "exec", ty: Ty::Ref(64), tag: &[1, 1], presence: OmitEmpty },
+            Prop { json: "exec", ty: Ty::Ref(65), tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "failureThreshold", ty: Ty::Int32, tag: &[6], presence: OmitEmpty },
-            Prop { json: "grpc", ty: Ty::Ref(70), tag: &[1, 4], presence: OmitEmpty },
-            Prop { json: "httpGet", ty: Ty::Ref(73), tag: &[1, 2], presence: OmitEmpty },
+            Prop { json: "grpc", ty: Ty::Ref(71), tag: &[1, 4], presence: OmitEmpty },
+            Prop { json: "httpGet", ty: Ty::Ref(74), tag: &[1, 2], presence: OmitEmpty },
             Prop { json: "initialDelaySeconds", ty: Ty::Int32, tag: &[2], presence: OmitEmpty },
             Prop { json: "periodSeconds", ty: Ty::Int32, tag: &[4], presence: OmitEmpty },
             Prop { json: "successThreshold", ty: Ty::Int32, tag: &[5], presence: OmitEmpty },
-            Prop { json: "tcpSocket", ty: Ty::Ref(170), tag: &[1, 3], presence: OmitEmpty },
+            Prop { json: "tcpSocket", ty: Ty::Ref(172), tag: &[1, 3], presence: OmitEmpty },
             Prop { json: "terminationGracePeriodSeconds", ty: Ty::Int64, tag: &[7], presence: Pointer },
             Prop { json: "timeoutSeconds", ty: Ty::Int32, tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ProjectedVolumeSource",
-        index: 145,
+        index: 146,
         props: &[
             Prop { json: "defaultMode", ty: Ty::Int32, tag: &[2], presence: Pointer },
             Prop { json: "defaultUser", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
-            Prop { json: "sources", ty: Ty::List(&Ty::Ref(181)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "sources", ty: Ty::List(&Ty::Ref(183)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.QuobyteVolumeSource",
-        index: 146,
+        index: 147,
         props: &[
             Prop { json: "group", ty: Ty::String, tag: &[5], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
@@ -1536,7 +1548,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.RBDVolumeSource",
-        index: 147,
+        index: 148,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "image", ty: Ty::String, tag: &[2], presence: Always },
@@ -1544,13 +1556,13 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "monitors", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
             Prop { json: "pool", ty: Ty::String, tag: &[4], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[8], presence: OmitEmpty },
-            Prop { json: "secretRef", ty: Ty::Ref(87), tag: &[7], presence: OmitEmpty },
+            Prop { json: "secretRef", ty: Ty::Ref(88), tag: &[7], presence: OmitEmpty },
             Prop { json: "user", ty: Ty::String, tag: &[5], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceClaim",
-        index: 148,
+        index: 149,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "request", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -1558,7 +1570,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceFieldSelector",
-        index: 149,
+        index: 150,
         props: &[
             Prop { json: "containerName", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "divisor", ty: Ty::Special(Special::Quantity), tag: &[3], presence: OmitEmpty },
@@ -1567,7 +1579,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceHealth",
-        index: 150,
+        index: 151,
         props: &[
             Prop { json: "health", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[], presence: Pointer },
@@ -1576,24 +1588,24 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceRequirements",
-        index: 151,
+        index: 152,
         props: &[
-            Prop { json: "claims", ty: Ty::List(&Ty::Ref(148)), tag: &[3], presence: OmitEmpty },
+            Prop { json: "claims", ty: Ty::List(&Ty::Ref(149)), tag: &[3], presence: OmitEmpty },
             Prop { json: "limits", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[1], presence: OmitEmpty },
             Prop { json: "requests", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ResourceStatus",
-        index: 152,
+        index: 153,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
-            Prop { json: "resources", ty: Ty::List(&Ty::Ref(150)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "resources", ty: Ty::List(&Ty::Ref(151)), tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.SELinuxOptions",
-        index: 153,
+        index: 154,
         props: &[
             Prop { json: "level", ty: Ty::String, tag: &[4], presence: OmitEmpty },
             Prop { json: "role", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -1603,13 +1615,13 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ScaleIOVolumeSource",
-        index: 154,
+        index: 155,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[9], presence: OmitEmpty },
             Prop { json: "gateway", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "protectionDomain", ty: Ty::String, tag: &[5], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[10], presence: OmitEmpty },
-            Prop { json: "secretRef", ty: Ty::Ref(87), tag: &[3], presence: OmitEmpty },
+            Prop { json: "secretRef", ty: Ty::Ref(88), tag: &[3], presence: OmitEmpty },
             Prop { json: "sslEnabled", ty: Ty::Bool, tag: &[4], presence: OmitEmpty },
             Prop { json: "storageMode", ty: Ty::String, tag: &[7], presence: OmitEmpty },
             Prop { json: "storagePool", ty: Ty::String, tag: &[6], presence: OmitEmpty },
@@ -1619,15 +1631,28 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SeccompProfile",
-        index: 155,
+        index: 156,
         props: &[
             Prop { json: "localhostProfile", ty: Ty::String, tag: &[2], presence: Pointer },
             Prop { json: "type", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
+        name: "io.k8s.api.core.v1.Secret",
+        index: 157,
+        props: &[
+            Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "data", ty: Ty::Map(&Ty::Bytes), tag: &[2], presence: OmitEmpty },
+            Prop { json: "immutable", ty: Ty::Bool, tag: &[5], presence: Pointer },
+            Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "stringData", ty: Ty::Map(&Ty::String), tag: &[4], presence: OmitEmpty },
+            Prop { json: "type", ty: Ty::String, tag: &[3], presence: OmitEmpty },
+        ],
+    },
+    Def {
         name: "io.k8s.api.core.v1.SecretEnvSource",
-        index: 156,
+        index: 158,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "optional", ty: Ty::Bool, tag: &[2], presence: Pointer },
@@ -1635,7 +1660,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SecretKeySelector",
-        index: 157,
+        index: 159,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
@@ -1644,27 +1669,27 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.SecretProjection",
-        index: 158,
+        index: 160,
         props: &[
-            Prop { json: "items", ty: Ty::List(&Ty::Ref(81)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "items", ty: Ty::List(&Ty::Ref(82)), tag: &[2], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1, 1], presence: OmitEmpty },
             Prop { json: "optional", ty: Ty::Bool, tag: &[4], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.SecretVolumeSource",
-        index: 159,
+        index: 161,
         props: &[
             Prop { json: "defaultMode", ty: Ty::Int32, tag: &[3], presence: Pointer },
             Prop { json: "defaultUser", ty: Ty::Int64, tag: &[], presence: OmitEmpty },
-            Prop { json: "items", ty: Ty::List(&Ty::Ref(81)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "items", ty: Ty::List(&Ty::Ref(82)), tag: &[2], presence: OmitEmpty },
             Prop { json: "optional", ty: Ty::Bool, tag: &[4], presence: Pointer },
             Prop { json: "secretName", ty: Ty::String, tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.SecurityContext",
-        index: 160,
+        index: 162,
         props: &[
             Prop { json: "allowPrivilegeEscalation", ty: Ty::Bool, tag: &[7], presence: Pointer },
             Prop { json: "appArmorProfile", ty: Ty::Ref(17), tag: &[12], presence: OmitEmpty },
@@ -1675,25 +1700,25 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "runAsGroup", ty: Ty::Int64, tag: &[8], presence: Pointer },
             Prop { json: "runAsNonRoot", ty: Ty::Bool, tag: &[5], presence: Pointer },
             Prop { json: "runAsUser", ty: Ty::Int64, tag: &[4], presence: Pointer },
-            Prop { json: "seLinuxOptions", ty: Ty::Ref(153), tag: &[3], presence: OmitEmpty },
-            Prop { json: "seccompProfile", ty: Ty::Ref(155), tag: &[11], presence: OmitEmpty },
-            Prop { json: "windowsOptions", ty: Ty::Ref(186), tag: &[10], presence: OmitEmpty },
+            Prop { json: "seLinuxOptions", ty: Ty::Ref(154), tag: &[3], presence: OmitEmpty },
+            Prop { json: "seccompProfile", ty: Ty::Ref(156), tag: &[11], presence: OmitEmpty },
+            Prop { json: "windowsOptions", ty: Ty::Ref(188), tag: &[10], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.Service",
-        index: 161,
+        index: 163,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "spec", ty: Ty::Ref(164), tag: &[2], presence: OmitEmpty },
-            Prop { json: "status", ty: Ty::Ref(165), tag: &[3], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "spec", ty: Ty::Ref(166), tag: &[2], presence: OmitEmpty },
+            Prop { json: "status", ty: Ty::Ref(167), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ServiceAccountTokenProjection",
-        index: 162,
+        index: 164,
         props: &[
             Prop { json: "audience", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "expirationSeconds", ty: Ty::Int64, tag: &[2], presence: Pointer },
@@ -1703,7 +1728,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ServicePort",
-        index: 163,
+        index: 165,
         props: &[
             Prop { json: "appProtocol", ty: Ty::String, tag: &[6], presence: Pointer },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -1715,7 +1740,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.ServiceSpec",
-        index: 164,
+        index: 166,
         props: &[
             Prop { json: "allocateLoadBalancerNodePorts", ty: Ty::Bool, tag: &[20], presence: Pointer },
             Prop { json: "clusterIP", ty: Ty::String, tag: &[3], presence: OmitEmpty },
@@ -1730,51 +1755,51 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "loadBalancerClass", ty: Ty::String, tag: &[21], presence: Pointer },
             Prop { json: "loadBalancerIP", ty: Ty::String, tag: &[8], presence: OmitEmpty },
             Prop { json: "loadBalancerSourceRanges", ty: Ty::List(&Ty::String), tag: &[9], presence: OmitEmpty },
-            Prop { json: "ports", ty: Ty::List(&Ty::Ref(163)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "ports", ty: Ty::List(&Ty::Ref(165)), tag: &[1], presence: OmitEmpty },
             Prop { json: "publishNotReadyAddresses", ty: Ty::Bool, tag: &[13], presence: OmitEmpty },
             Prop { json: "selector", ty: Ty::Map(&Ty::String), tag: &[2], presence: OmitEmpty },
             Prop { json: "sessionAffinity", ty: Ty::String, tag: &[7], presence: OmitEmpty },
-            Prop { json: "sessionAffinityConfig", ty: Ty::Ref(166), tag: &[14], presence: OmitEmpty },
+            Prop { json: "sessionAffinityConfig", ty: Ty::Ref(168), tag: &[14], presence: OmitEmpty },
             Prop { json: "trafficDistribution", ty: Ty::String, tag: &[23], presence: Pointer },
             Prop { json: "type", ty: Ty::String, tag: &[4], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.ServiceStatus",
-        index: 165,
+        index: 167,
         props: &[
-            Prop { json: "conditions", ty: Ty::List(&Ty::Ref(194)), tag: &[2], presence: OmitEmpty },
-            Prop { json: "loadBalancer", ty: Ty::Ref(86), tag: &[1], presence: OmitEmpty },
+            Prop { json: "conditions", ty: Ty::List(&Ty::Ref(196)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "loadBalancer", ty: Ty::Ref(87), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.SessionAffinityConfig",
-        index: 166,
+        index: 168,
         props: &[
             Prop { json: "clientIP", ty: Ty::Ref(26), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.SleepAction",
-        index: 167,
+        index: 169,
         props: &[
             Prop { json: "seconds", ty: Ty::Int64, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.StorageOSVolumeSource",
-        index: 168,
+        index: 170,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[4], presence: OmitEmpty },
-            Prop { json: "secretRef", ty: Ty::Ref(87), tag: &[5], presence: OmitEmpty },
+            Prop { json: "secretRef", ty: Ty::Ref(88), tag: &[5], presence: OmitEmpty },
             Prop { json: "volumeName", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "volumeNamespace", ty: Ty::String, tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.Sysctl",
-        index: 169,
+        index: 171,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "value", ty: Ty::String, tag: &[2], presence: Always },
@@ -1782,7 +1807,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.TCPSocketAction",
-        index: 170,
+        index: 172,
         props: &[
             Prop { json: "host", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "port", ty: Ty::Special(Special::IntOrString), tag: &[1], presence: OmitEmpty },
@@ -1790,7 +1815,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Taint",
-        index: 171,
+        index: 173,
         props: &[
             Prop { json: "effect", ty: Ty::String, tag: &[3], presence: Always },
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: Always },
@@ -1800,7 +1825,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Toleration",
-        index: 172,
+        index: 174,
         props: &[
             Prop { json: "effect", ty: Ty::String, tag: &[4], presence: OmitEmpty },
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: OmitEmpty },
@@ -1811,9 +1836,9 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.TopologySpreadConstraint",
-        index: 173,
+        index: 175,
         props: &[
-            Prop { json: "labelSelector", ty: Ty::Ref(196), tag: &[4], presence: OmitEmpty },
+            Prop { json: "labelSelector", ty: Ty::Ref(198), tag: &[4], presence: OmitEmpty },
             Prop { json: "matchLabelKeys", ty: Ty::List(&Ty::String), tag: &[8], presence: OmitEmpty },
             Prop { json: "maxSkew", ty: Ty::Int32, tag: &[1], presence: Always },
             Prop { json: "minDomains", ty: Ty::Int32, tag: &[5], presence: Pointer },
@@ -1825,7 +1850,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.TypedLocalObjectReference",
-        index: 174,
+        index: 176,
         props: &[
             Prop { json: "apiGroup", ty: Ty::String, tag: &[1], presence: Pointer },
             Prop { json: "kind", ty: Ty::String, tag: &[2], presence: Always },
@@ -1834,7 +1859,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.TypedObjectReference",
-        index: 175,
+        index: 177,
         props: &[
             Prop { json: "apiGroup", ty: Ty::String, tag: &[1], presence: Pointer },
             Prop { json: "kind", ty: Ty::String, tag: &[2], presence: Always },
@@ -1844,44 +1869,44 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.Volume",
-        index: 176,
+        index: 178,
         props: &[
             Prop { json: "awsElasticBlockStore", ty: Ty::Ref(15), tag: &[2, 4], presence: OmitEmpty },
             Prop { json: "azureDisk", ty: Ty::Ref(19), tag: &[2, 22], presence: OmitEmpty },
             Prop { json: "azureFile", ty: Ty::Ref(20), tag: &[2, 18], presence: OmitEmpty },
             Prop { json: "cephfs", ty: Ty::Ref(24), tag: &[2, 14], presence: OmitEmpty },
             Prop { json: "cinder", ty: Ty::Ref(25), tag: &[2, 13], presence: OmitEmpty },
-            Prop { json: "configMap", ty: Ty::Ref(32), tag: &[2, 19], presence: OmitEmpty },
+            Prop { json: "configMap", ty: Ty::Ref(33), tag: &[2, 19], presence: OmitEmpty },
             Prop { json: "csi", ty: Ty::Ref(22), tag: &[2, 28], presence: OmitEmpty },
-            Prop { json: "downwardAPI", ty: Ty::Ref(49), tag: &[2, 16], presence: OmitEmpty },
-            Prop { json: "emptyDir", ty: Ty::Ref(50), tag: &[2, 2], presence: OmitEmpty },
-            Prop { json: "ephemeral", ty: Ty::Ref(59), tag: &[2, 29], presence: OmitEmpty },
-            Prop { json: "fc", ty: Ty::Ref(65), tag: &[2, 17], presence: OmitEmpty },
-            Prop { json: "flexVolume", ty: Ty::Ref(67), tag: &[2, 12], presence: OmitEmpty },
-            Prop { json: "flocker", ty: Ty::Ref(68), tag: &[2, 15], presence: OmitEmpty },
-            Prop { json: "gcePersistentDisk", ty: Ty::Ref(69), tag: &[2, 3], presence: OmitEmpty },
-            Prop { json: "gitRepo", ty: Ty::Ref(71), tag: &[2, 5], presence: OmitEmpty },
-            Prop { json: "glusterfs", ty: Ty::Ref(72), tag: &[2, 9], presence: OmitEmpty },
-            Prop { json: "hostPath", ty: Ty::Ref(77), tag: &[2, 1], presence: OmitEmpty },
-            Prop { json: "image", ty: Ty::Ref(79), tag: &[2, 30], presence: OmitEmpty },
-            Prop { json: "iscsi", ty: Ty::Ref(78), tag: &[2, 8], presence: OmitEmpty },
+            Prop { json: "downwardAPI", ty: Ty::Ref(50), tag: &[2, 16], presence: OmitEmpty },
+            Prop { json: "emptyDir", ty: Ty::Ref(51), tag: &[2, 2], presence: OmitEmpty },
+            Prop { json: "ephemeral", ty: Ty::Ref(60), tag: &[2, 29], presence: OmitEmpty },
+            Prop { json: "fc", ty: Ty::Ref(66), tag: &[2, 17], presence: OmitEmpty },
+            Prop { json: "flexVolume", ty: Ty::Ref(68), tag: &[2, 12], presence: OmitEmpty },
+            Prop { json: "flocker", ty: Ty::Ref(69), tag: &[2, 15], presence: OmitEmpty },
+            Prop { json: "gcePersistentDisk", ty: Ty::Ref(70), tag: &[2, 3], presence: OmitEmpty },
+            Prop { json: "gitRepo", ty: Ty::Ref(72), tag: &[2, 5], presence: OmitEmpty },
+            Prop { json: "glusterfs", ty: Ty::Ref(73), tag: &[2, 9], presence: OmitEmpty },
+            Prop { json: "hostPath", ty: Ty::Ref(78), tag: &[2, 1], presence: OmitEmpty },
+            Prop { json: "image", ty: Ty::Ref(80), tag: &[2, 30], presence: OmitEmpty },
+            Prop { json: "iscsi", ty: Ty::Ref(79), tag: &[2, 8], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
-            Prop { json: "nfs", ty: Ty::Ref(88), tag: &[2, 7], presence: OmitEmpty },
-            Prop { json: "persistentVolumeClaim", ty: Ty::Ref(118), tag: &[2, 10], presence: OmitEmpty },
-            Prop { json: "photonPersistentDisk", ty: Ty::Ref(119), tag: &[2, 23], presence: OmitEmpty },
-            Prop { json: "portworxVolume", ty: Ty::Ref(142), tag: &[2, 24], presence: OmitEmpty },
-            Prop { json: "projected", ty: Ty::Ref(145), tag: &[2, 26], presence: OmitEmpty },
-            Prop { json: "quobyte", ty: Ty::Ref(146), tag: &[2, 21], presence: OmitEmpty },
-            Prop { json: "rbd", ty: Ty::Ref(147), tag: &[2, 11], presence: OmitEmpty },
-            Prop { json: "scaleIO", ty: Ty::Ref(154), tag: &[2, 25], presence: OmitEmpty },
-            Prop { json: "secret", ty: Ty::Ref(159), tag: &[2, 6], presence: OmitEmpty },
-            Prop { json: "storageos", ty: Ty::Ref(168), tag: &[2, 27], presence: OmitEmpty },
-            Prop { json: "vsphereVolume", ty: Ty::Ref(184), tag: &[2, 20], presence: OmitEmpty },
+            Prop { json: "nfs", ty: Ty::Ref(89), tag: &[2, 7], presence: OmitEmpty },
+            Prop { json: "persistentVolumeClaim", ty: Ty::Ref(119), tag: &[2, 10], presence: OmitEmpty },
+            Prop { json: "photonPersistentDisk", ty: Ty::Ref(120), tag: &[2, 23], presence: OmitEmpty },
+            Prop { json: "portworxVolume", ty: Ty::Ref(143), tag: &[2, 24], presence: OmitEmpty },
+            Prop { json: "projected", ty: Ty::Ref(146), tag: &[2, 26], presence: OmitEmpty },
+            Prop { json: "quobyte", ty: Ty::Ref(147), tag: &[2, 21], presence: OmitEmpty },
+            Prop { json: "rbd", ty: Ty::Ref(148), tag: &[2, 11], presence: OmitEmpty },
+            Prop { json: "scaleIO", ty: Ty::Ref(155), tag: &[2, 25], presence: OmitEmpty },
+            Prop { json: "secret", ty: Ty::Ref(161), tag: &[2, 6], presence: OmitEmpty },
+            Prop { json: "storageos", ty: Ty::Ref(170), tag: &[2, 27], presence: OmitEmpty },
+            Prop { json: "vsphereVolume", ty: Ty::Ref(186), tag: &[2, 20], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeDevice",
-        index: 177,
+        index: 179,
         props: &[
             Prop { json: "devicePath", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
@@ -1889,7 +1914,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeHealthCondition",
-        index: 178,
+        index: 180,
         props: &[
             Prop { json: "message", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "reason", ty: Ty::String, tag: &[], presence: OmitEmpty },
@@ -1898,7 +1923,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeMount",
-        index: 179,
+        index: 181,
         props: &[
             Prop { json: "bindMountOptions", ty: Ty::List(&Ty::String), tag: &[], presence: OmitEmpty },
             Prop { json: "mountPath", ty: Ty::String, tag: &[3], presence: Always },
@@ -1912,30 +1937,30 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeMountStatus",
-        index: 180,
+        index: 182,
         props: &[
             Prop { json: "mountPath", ty: Ty::String, tag: &[2], presence: Always },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "readOnly", ty: Ty::Bool, tag: &[3], presence: OmitEmpty },
             Prop { json: "recursiveReadOnly", ty: Ty::String, tag: &[4], presence: Pointer },
-            Prop { json: "volumeStatus", ty: Ty::Ref(183), tag: &[], presence: OmitEmpty },
+            Prop { json: "volumeStatus", ty: Ty::Ref(185), tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeProjection",
-        index: 181,
+        index: 183,
         props: &[
             Prop { json: "clusterTrustBundle", ty: Ty::Ref(27), tag: &[5], presence: OmitEmpty },
-            Prop { json: "configMap", ty: Ty::Ref(31), tag: &[3], presence: OmitEmpty },
-            Prop { json: "downwardAPI", ty: Ty::Ref(47), tag: &[2], presence: OmitEmpty },
-            Prop { json: "podCertificate", ty: Ty::Ref(124), tag: &[6], presence: OmitEmpty },
-            Prop { json: "secret", ty: Ty::Ref(158), tag: &[1], presence: OmitEmpty },
-            Prop { json: "serviceAccountToken", ty: Ty::Ref(162), tag: &[4], presence: OmitEmpty },
+            Prop { json: "configMap", ty: Ty::Ref(32), tag: &[3], presence: OmitEmpty },
+            Prop { json: "downwardAPI", ty: Ty::Ref(48), tag: &[2], presence: OmitEmpty },
+            Prop { json: "podCertificate", ty: Ty::Ref(125), tag: &[6], presence: OmitEmpty },
+            Prop { json: "secret", ty: Ty::Ref(160), tag: &[1], presence: OmitEmpty },
+            Prop { json: "serviceAccountToken", ty: Ty::Ref(164), tag: &[4], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeResourceRequirements",
-        index: 182,
+        index: 184,
         props: &[
             Prop { json: "limits", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[1], presence: OmitEmpty },
             Prop { json: "requests", ty: Ty::Map(&Ty::Special(Special::Quantity)), tag: &[2], presence: OmitEmpty },
@@ -1943,14 +1968,14 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.VolumeStatus",
-        index: 183,
+        index: 185,
         props: &[
-            Prop { json: "image", ty: Ty::Ref(80), tag: &[], presence: OmitEmpty },
+            Prop { json: "image", ty: Ty::Ref(81), tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.VsphereVirtualDiskVolumeSource",
-        index: 184,
+        index: 186,
         props: &[
             Prop { json: "fsType", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "storagePolicyID", ty: Ty::String, tag: &[4], presence: OmitEmpty },
@@ -1960,15 +1985,15 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.core.v1.WeightedPodAffinityTerm",
-        index: 185,
+        index: 187,
         props: &[
-            Prop { json: "podAffinityTerm", ty: Ty::Ref(122), tag: &[2], presence: OmitEmpty },
+            Prop { json: "podAffinityTerm", ty: Ty::Ref(123), tag: &[2], presence: OmitEmpty },
             Prop { json: "weight", ty: Ty::Int32, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.core.v1.WindowsSecurityContextOptions",
-        index: 186,
+        index: 188,
         props: &[
             Prop { json: "gmsaCredentialSpec", ty: Ty::String, tag: &[2], presence: Pointer },
             Prop { json: "gmsaCredentialSpecName", ty: Ty::String, tag: &[1], presence: Pointer },
@@ -1978,21 +2003,21 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.Endpoint",
-        index: 187,
+        index: 189,
         props: &[
             Prop { json: "addresses", ty: Ty::List(&Ty::String), tag: &[1], presence: OmitEmpty },
-            Prop { json: "conditions", ty: Ty::Ref(188), tag: &[2], presence: OmitEmpty },
+            Prop { json: "conditions", ty: Ty::Ref(190), tag: &[2], presence: OmitEmpty },
             Prop { json: "deprecatedTopology", ty: Ty::Map(&Ty::String), tag: &[5], presence: OmitEmpty },
-            Prop { json: "hints", ty: Ty::Ref(189), tag: &[8], presence: OmitEmpty },
+            Prop { json: "hints", ty: Ty::Ref(191), tag: &[8], presence: OmitEmpty },
             Prop { json: "hostname", ty: Ty::String, tag: &[3], presence: Pointer },
             Prop { json: "nodeName", ty: Ty::String, tag: &[6], presence: Pointer },
-            Prop { json: "targetRef", ty: Ty::Ref(115), tag: &[4], presence: OmitEmpty },
+            Prop { json: "targetRef", ty: Ty::Ref(116), tag: &[4], presence: OmitEmpty },
             Prop { json: "zone", ty: Ty::String, tag: &[7], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.api.discovery.v1.EndpointConditions",
-        index: 188,
+        index: 190,
         props: &[
             Prop { json: "ready", ty: Ty::Bool, tag: &[1], presence: Pointer },
             Prop { json: "serving", ty: Ty::Bool, tag: &[2], presence: Pointer },
@@ -2001,15 +2026,15 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.EndpointHints",
-        index: 189,
+        index: 191,
         props: &[
-            Prop { json: "forNodes", ty: Ty::List(&Ty::Ref(192)), tag: &[2], presence: OmitEmpty },
-            Prop { json: "forZones", ty: Ty::List(&Ty::Ref(193)), tag: &[1], presence: OmitEmpty },
+            Prop { json: "forNodes", ty: Ty::List(&Ty::Ref(194)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "forZones", ty: Ty::List(&Ty::Ref(195)), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.discovery.v1.EndpointPort",
-        index: 190,
+        index: 192,
         props: &[
             Prop { json: "appProtocol", ty: Ty::String, tag: &[4], presence: Pointer },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Pointer },
@@ -2019,33 +2044,33 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.api.discovery.v1.EndpointSlice",
-        index: 191,
+        index: 193,
         props: &[
             Prop { json: "addressType", ty: Ty::String, tag: &[4], presence: Always },
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "endpoints", ty: Ty::List(&Ty::Ref(187)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "endpoints", ty: Ty::List(&Ty::Ref(189)), tag: &[2], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
-            Prop { json: "ports", ty: Ty::List(&Ty::Ref(190)), tag: &[3], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(202), tag: &[1], presence: OmitEmpty },
+            Prop { json: "ports", ty: Ty::List(&Ty::Ref(192)), tag: &[3], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.api.discovery.v1.ForNode",
-        index: 192,
+        index: 194,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.api.discovery.v1.ForZone",
-        index: 193,
+        index: 195,
         props: &[
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Condition",
-        index: 194,
+        index: 196,
         props: &[
             Prop { json: "lastTransitionTime", ty: Ty::Special(Special::Time), tag: &[4], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[6], presence: Always },
@@ -2057,7 +2082,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
-        index: 195,
+        index: 197,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "dryRun", ty: Ty::List(&Ty::String), tag: &[5], presence: OmitEmpty },
@@ -2065,21 +2090,21 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "ignoreStoreReadErrorWithClusterBreakingPotential", ty: Ty::Bool, tag: &[6], presence: Pointer },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "orphanDependents", ty: Ty::Bool, tag: &[3], presence: Pointer },
-            Prop { json: "preconditions", ty: Ty::Ref(202), tag: &[2], presence: OmitEmpty },
+            Prop { json: "preconditions", ty: Ty::Ref(204), tag: &[2], presence: OmitEmpty },
             Prop { json: "propagationPolicy", ty: Ty::String, tag: &[4], presence: Pointer },
         ],
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
-        index: 196,
+        index: 198,
         props: &[
-            Prop { json: "matchExpressions", ty: Ty::List(&Ty::Ref(197)), tag: &[2], presence: OmitEmpty },
+            Prop { json: "matchExpressions", ty: Ty::List(&Ty::Ref(199)), tag: &[2], presence: OmitEmpty },
             Prop { json: "matchLabels", ty: Ty::Map(&Ty::String), tag: &[1], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement",
-        index: 197,
+        index: 199,
         props: &[
             Prop { json: "key", ty: Ty::String, tag: &[1], presence: Always },
             Prop { json: "operator", ty: Ty::String, tag: &[2], presence: Always },
@@ -2088,18 +2113,18 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta",
-        index: 198,
+        index: 200,
         props: &[
             Prop { json: "continue", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "remainingItemCount", ty: Ty::Int64, tag: &[4], presence: Pointer },
             Prop { json: "resourceVersion", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "selfLink", ty: Ty::String, tag: &[1], presence: OmitEmpty },
-            Prop { json: "shardInfo", ty: Ty::Ref(203), tag: &[], presence: OmitEmpty },
+            Prop { json: "shardInfo", ty: Ty::Ref(205), tag: &[], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry",
-        index: 199,
+        index: 201,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "fieldsType", ty: Ty::String, tag: &[6], presence: OmitEmpty },
@@ -2112,7 +2137,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-        index: 200,
+        index: 202,
         props: &[
             Prop { json: "annotations", ty: Ty::Map(&Ty::String), tag: &[12], presence: OmitEmpty },
             Prop { json: "creationTimestamp", ty: Ty::Special(Special::Time), tag: &[8], presence: OmitEmpty },
@@ -2122,10 +2147,10 @@ pub(super) static DEFS: &[Def] = &[
             Prop { json: "generateName", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "generation", ty: Ty::Int64, tag: &[7], presence: OmitEmpty },
             Prop { json: "labels", ty: Ty::Map(&Ty::String), tag: &[11], presence: OmitEmpty },
-            Prop { json: "managedFields", ty: Ty::List(&Ty::Ref(199)), tag: &[17], presence: OmitEmpty },
+            Prop { json: "managedFields", ty: Ty::List(&Ty::Ref(201)), tag: &[17], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
             Prop { json: "namespace", ty: Ty::String, tag: &[3], presence: OmitEmpty },
-            Prop { json: "ownerReferences", ty: Ty::List(&Ty::Ref(201)), tag: &[13], presence: OmitEmpty },
+            Prop { json: "ownerReferences", ty: Ty::List(&Ty::Ref(203)), tag: &[13], presence: OmitEmpty },
             Prop { json: "resourceVersion", ty: Ty::String, tag: &[6], presence: OmitEmpty },
             Prop { json: "selfLink", ty: Ty::String, tag: &[4], presence: OmitEmpty },
             Prop { json: "uid", ty: Ty::String, tag: &[5], presence: OmitEmpty },
@@ -2133,7 +2158,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
-        index: 201,
+        index: 203,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[5], presence: Always },
             Prop { json: "blockOwnerDeletion", ty: Ty::Bool, tag: &[7], presence: Pointer },
@@ -2145,7 +2170,7 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Preconditions",
-        index: 202,
+        index: 204,
         props: &[
             Prop { json: "resourceVersion", ty: Ty::String, tag: &[2], presence: Pointer },
             Prop { json: "uid", ty: Ty::String, tag: &[1], presence: Pointer },
@@ -2153,28 +2178,28 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ShardInfo",
-        index: 203,
+        index: 205,
         props: &[
             Prop { json: "selector", ty: Ty::String, tag: &[], presence: Always },
         ],
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
-        index: 204,
+        index: 206,
         props: &[
             Prop { json: "apiVersion", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "code", ty: Ty::Int32, tag: &[6], presence: OmitEmpty },
-            Prop { json: "details", ty: Ty::Ref(206), tag: &[5], presence: OmitEmpty },
+            Prop { json: "details", ty: Ty::Ref(208), tag: &[5], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[3], presence: OmitEmpty },
-            Prop { json: "metadata", ty: Ty::Ref(198), tag: &[1], presence: OmitEmpty },
+            Prop { json: "metadata", ty: Ty::Ref(200), tag: &[1], presence: OmitEmpty },
             Prop { json: "reason", ty: Ty::String, tag: &[4], presence: OmitEmpty },
             Prop { json: "status", ty: Ty::String, tag: &[2], presence: OmitEmpty },
         ],
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.StatusCause",
-        index: 205,
+        index: 207,
         props: &[
             Prop { json: "field", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "message", ty: Ty::String, tag: &[2], presence: OmitEmpty },
@@ -2183,9 +2208,9 @@ pub(super) static DEFS: &[Def] = &[
     },
     Def {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.StatusDetails",
-        index: 206,
+        index: 208,
         props: &[
-            Prop { json: "causes", ty: Ty::List(&Ty::Ref(205)), tag: &[4], presence: OmitEmpty },
+            Prop { json: "causes", ty: Ty::List(&Ty::Ref(207)), tag: &[4], presence: OmitEmpty },
             Prop { json: "group", ty: Ty::String, tag: &[2], presence: OmitEmpty },
             Prop { json: "kind", ty: Ty::String, tag: &[3], presence: OmitEmpty },
             Prop { json: "name", ty: Ty::String, tag: &[1], presence: OmitEmpty },
