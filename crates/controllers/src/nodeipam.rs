@@ -139,6 +139,9 @@ pub struct Controller {
     client: Client,
     nodes: Arc<Informer<Node>>,
     sets: Mutex<Vec<CidrSet>>,
+    /// CIDRs written to nodes and not yet seen back in the cache: a sync that
+    /// plans from a lagging cache must not hand the node a second set.
+    pending: Mutex<std::collections::HashMap<String, Vec<Cidr>>>,
     queue: Arc<WorkQueue<String>>,
     recorder: Recorder,
 }
@@ -170,6 +173,7 @@ impl Controller {
             client,
             nodes: nodes.clone(),
             sets: Mutex::new(sets),
+            pending: Mutex::default(),
             queue: WorkQueue::new(),
         });
         let weak = Arc::downgrade(&c);
@@ -177,15 +181,21 @@ impl Controller {
             let Some(me) = weak.upgrade() else { return };
             match change {
                 Change::Deleted(n) => me.release(n),
-                Change::Added(n) | Change::Modified { new: n, .. } => me.queue.add(n.name_any()),
+                Change::Added(n) | Change::Modified { new: n, .. } => {
+                    if !pod_cidrs(n).is_empty() {
+                        me.pending.lock().remove(&n.name_any());
+                    }
+                    me.queue.add(n.name_any())
+                }
             }
         });
         Ok(Some(c))
     }
 
     fn release(&self, node: &Node) {
+        let pending = self.pending.lock().remove(&node.name_any()).unwrap_or_default();
         let mut sets = self.sets.lock();
-        for c in pod_cidrs(node) {
+        for c in pod_cidrs(node).into_iter().chain(pending) {
             for s in sets.iter_mut() {
                 s.release(&c);
             }
@@ -215,7 +225,7 @@ impl Controller {
         let Some(node) = self.nodes.store().get(&kube::runtime::reflector::ObjectRef::new(name)) else {
             return Ok(());
         };
-        if !pod_cidrs(&node).is_empty() {
+        if !pod_cidrs(&node).is_empty() || self.pending.lock().contains_key(name) {
             return Ok(());
         }
         let allocated: Result<Vec<Cidr>, CidrSetError> = {
@@ -249,7 +259,10 @@ impl Controller {
         let list: Vec<String> = cidrs.iter().map(Cidr::to_string).collect();
         let patch = json!({"spec": {"podCIDR": list[0], "podCIDRs": list}});
         let api: Api<Node> = Api::all(self.client.clone());
+        // Recorded before the write, so that the cache's view of it always comes after.
+        self.pending.lock().insert(name.to_string(), cidrs.clone());
         if let Err(e) = api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            self.pending.lock().remove(name);
             {
                 let mut sets = self.sets.lock();
                 for (s, c) in sets.iter_mut().zip(&cidrs) {

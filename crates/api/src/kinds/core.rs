@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::{Deletion, Rules, keep_status, str_at};
 use crate::meta;
-use crate::validation::NameRule;
+use crate::validation::{ErrorList, FieldError, NameRule};
 use crate::wellknown::{
     FINALIZER_NAMESPACE as NAMESPACE_FINALIZER, LABEL_NAMESPACE_NAME as NAMESPACE_NAME_LABEL, TAINT_NODE_NOT_READY,
 };
@@ -95,6 +95,18 @@ impl Rules for NodeRules {
     }
 
     fn default(&self, obj: &mut Value) {
+        // v1's podCIDR is podCIDRs[0] (conversion keeps the two in step).
+        let cidrs = meta::get(obj, &["spec", "podCIDRs"]).and_then(Value::as_array).filter(|l| !l.is_empty()).cloned();
+        let single = str_at(obj, &["spec", "podCIDR"]).to_string();
+        match cidrs {
+            Some(list) => {
+                meta::object_at(obj, &["spec"]).insert("podCIDR".into(), list[0].clone());
+            }
+            None if !single.is_empty() => {
+                meta::object_at(obj, &["spec"]).insert("podCIDRs".into(), json!([single]));
+            }
+            None => {}
+        }
         // Allocatable defaults to capacity.
         if let Some(capacity) = meta::get(obj, &["status", "capacity"]).cloned()
             && meta::get(obj, &["status", "allocatable"]).is_none()
@@ -116,6 +128,28 @@ impl Rules for NodeRules {
 
     fn prepare_for_update(&self, new: &mut Value, old: &Value) {
         keep_status(new, old);
+    }
+
+    /// A node's pod CIDRs are set once: from none to some, never changed after.
+    fn validate_update(&self, new: &Value, old: &Value) -> ErrorList {
+        let mut errs = self.validate(new);
+        let list =
+            |v: &Value| meta::get(v, &["spec", "podCIDRs"]).and_then(Value::as_array).cloned().unwrap_or_default();
+        let (old_cidrs, new_cidrs) = (list(old), list(new));
+        if !old_cidrs.is_empty() {
+            let changed = if old_cidrs.len() != new_cidrs.len() {
+                1
+            } else {
+                old_cidrs.iter().zip(&new_cidrs).filter(|(a, b)| a != b).count()
+            };
+            for _ in 0..changed {
+                errs.push(FieldError::forbidden(
+                    "spec.podCIDRs",
+                    "node updates may not change podCIDR except from \"\" to valid",
+                ));
+            }
+        }
+        errs
     }
 
     fn field_labels(&self) -> (&'static [&'static str], bool) {
@@ -185,5 +219,25 @@ impl Rules for LeaseRules {
 
     fn allow_unconditional_update(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cidrs_are_set_once_and_kept_in_step() {
+        let r = NodeRules;
+        let mut node = json!({"metadata": {"name": "n"}, "spec": {"podCIDR": "10.244.1.0/24"}});
+        r.default(&mut node);
+        assert_eq!(node["spec"]["podCIDRs"], json!(["10.244.1.0/24"]));
+        let fresh = json!({"metadata": {"name": "n"}, "spec": {}});
+        assert!(r.validate_update(&node, &fresh).is_empty(), "from none to some");
+        let mut moved = json!({"metadata": {"name": "n"}, "spec": {"podCIDRs": ["10.244.2.0/24"]}});
+        r.default(&mut moved);
+        assert_eq!(moved["spec"]["podCIDR"], "10.244.2.0/24");
+        let errs: Vec<String> = r.validate_update(&moved, &node).iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs, ["spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid"]);
     }
 }
