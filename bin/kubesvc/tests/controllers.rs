@@ -251,9 +251,24 @@ fn deletion_cascades_as_asked() {
         c.kubectl(&["create", "deployment", name, "--image=nginx", "--replicas=2"]).ok();
         c.kubectl(&["rollout", "status", &format!("deployment/{name}"), "--timeout=60s"]).ok();
     }
+    // A ConfigMap and a Secret the deployment owns go with it.
+    let uid = c.kubectl(&["get", "deployment", "bg", "-o", "jsonpath={.metadata.uid}"]).ok();
+    for kind in ["ConfigMap", "Secret"] {
+        let owned = format!(
+            "apiVersion: v1\nkind: {kind}\nmetadata:\n  name: bg-owned\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: Deployment\n    name: bg\n    uid: {uid}\n"
+        );
+        c.kubectl_stdin(&["apply", "-f", "-"], Some(&owned)).ok();
+    }
     // Background: the deployment goes at once, its replica sets and pods after.
     assert_eq!(c.kubectl(&["delete", "deployment", "bg"]).ok().trim(), "deployment.apps \"bg\" deleted");
     eventually("bg's pods gone", || pod_names(&c, "app=bg").is_empty().then_some(()));
+    eventually("bg's ConfigMap and Secret gone", || {
+        c.kubectl(&["get", "cm,secret", "bg-owned", "-o", "name", "--ignore-not-found"])
+            .ok()
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
     assert!(c.kubectl(&["get", "rs", "-l", "app=bg", "-o", "name"]).ok().trim().is_empty());
 
     // Foreground: kubectl waits until the dependents are gone, then the deployment.

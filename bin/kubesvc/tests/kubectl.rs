@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{SEED_003, cluster, eventually, row, rows};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 #[test]
 fn generators_create_what_kubectl_asks() {
@@ -715,4 +715,81 @@ fn invalid_endpoints_are_refused() {
         c.kubectl_stdin(&["apply", "-f", "-"], Some(slice)).err().trim(),
         "The EndpointSlice \"manual-1\" is invalid: \n* ports[1].name: Duplicate value: \"http\"\n* endpoints[0].addresses: Invalid value: \"fd00::1\": must be an IPv4 address"
     );
+}
+
+/// ConfigMaps and Secrets as kubectl makes them (protobuf bodies), lists them and is refused.
+#[test]
+fn configmaps_and_secrets() {
+    let c = cluster();
+    let dir = c.dir.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.properties"), "color=blue\n").unwrap();
+    std::fs::write(dir.join("blob.bin"), [0xff, 0xfe, 0x00]).unwrap();
+    let file = |n: &str| format!("--from-file={}", dir.join(n).display());
+    assert_eq!(
+        c.kubectl(&[
+            "create",
+            "configmap",
+            "web",
+            "--from-literal=mode=fast",
+            &file("app.properties"),
+            &file("blob.bin")
+        ])
+        .ok()
+        .trim(),
+        "configmap/web created"
+    );
+    let cm: Value = serde_json::from_str(&c.kubectl(&["get", "cm", "web", "-o", "json"]).ok()).unwrap();
+    assert_eq!(cm["data"], json!({"app.properties": "color=blue\n", "mode": "fast"}));
+    assert_eq!(cm["binaryData"], json!({"blob.bin": "//4A"}));
+    let table = rows(&c.kubectl(&["get", "configmaps"]).ok());
+    assert_eq!(table[0], ["NAME", "DATA", "AGE"]);
+    assert_eq!(row(&table, "web")[1], "3");
+
+    assert_eq!(
+        c.kubectl(&["create", "secret", "generic", "db", "--from-literal=user=admin", "--from-literal=pass=s3cret"])
+            .ok()
+            .trim(),
+        "secret/db created"
+    );
+    let s: Value = serde_json::from_str(&c.kubectl(&["get", "secret", "db", "-o", "json"]).ok()).unwrap();
+    assert_eq!(s["type"], "Opaque");
+    assert_eq!(s["data"], json!({"pass": "czNjcmV0", "user": "YWRtaW4="}));
+    let table = rows(&c.kubectl(&["get", "secrets"]).ok());
+    assert_eq!(table[0], ["NAME", "TYPE", "DATA", "AGE"]);
+    assert_eq!(row(&table, "db")[1..3], ["Opaque", "2"]);
+    assert_eq!(
+        c.kubectl(&["get", "secrets", "--field-selector", "type=Opaque", "-o", "name"]).ok().trim(),
+        "secret/db"
+    );
+
+    // stringData is merged into data and never stored.
+    let manifest = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: tokens\nstringData:\n  token: abc\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(manifest)).ok();
+    let t: Value = serde_json::from_str(&c.kubectl(&["get", "secret", "tokens", "-o", "json"]).ok()).unwrap();
+    assert_eq!(t["data"], json!({"token": "YWJj"}));
+    assert!(t.get("stringData").is_none());
+
+    // Refused as Kubernetes refuses them; nothing is stored.
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  ok: x\n  \"no/slash\": z\n";
+    assert_eq!(
+        c.kubectl_stdin(&["apply", "-f", "-"], Some(bad)).err().trim(),
+        "The ConfigMap \"bad\" is invalid: data[no/slash]: Invalid value: \"no/slash\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+    );
+    let tls =
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: cert\ntype: kubernetes.io/tls\ndata:\n  tls.crt: \"\"\n";
+    assert_eq!(
+        c.kubectl_stdin(&["apply", "-f", "-"], Some(tls)).err().trim(),
+        "The Secret \"cert\" is invalid: data[tls.key]: Required value"
+    );
+    let frozen = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: frozen\nimmutable: true\ndata:\n  a: \"1\"\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(frozen)).ok();
+    let err = c.kubectl(&["patch", "cm", "frozen", "-p", r#"{"data":{"a":"2"}}"#]).err();
+    assert!(err.contains("data: Forbidden: field is immutable when `immutable` is set"), "{err}");
+    assert_eq!(
+        c.kubectl(&["get", "cm", "bad", "frozen", "-o", "name", "--ignore-not-found"]).ok().trim(),
+        "configmap/frozen"
+    );
+    let err = c.kubectl(&["patch", "secret", "db", "-p", r#"{"type":"kubernetes.io/tls"}"#]).err();
+    assert!(err.contains(r#"type: Invalid value: "kubernetes.io/tls": field is immutable"#), "{err}");
 }

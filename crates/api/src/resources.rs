@@ -2,8 +2,8 @@
 //! scope, schema, per-kind rules and printer.
 
 use crate::kinds::{
-    DeploymentRules, EndpointSliceRules, EndpointsRules, EventRules, LeaseRules, NamespaceRules, NodeRules, PodRules,
-    ReplicaSetRules, Rules, ServiceRules,
+    ConfigMapRules, DeploymentRules, EndpointSliceRules, EndpointsRules, EventRules, LeaseRules, NamespaceRules,
+    NodeRules, PodRules, ReplicaSetRules, Rules, SecretRules, ServiceRules,
 };
 use crate::printers::Printer;
 use crate::schema::{self, Def};
@@ -165,6 +165,34 @@ static RESOURCES: &[Resource] = &[
         subresources: STATUS,
         rules: &ServiceRules,
         printer: Printer::Service,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        singular: "configmap",
+        short_names: &["cm"],
+        categories: &[],
+        namespaced: true,
+        def: "io.k8s.api.core.v1.ConfigMap",
+        subresources: STANDARD,
+        rules: &ConfigMapRules,
+        printer: Printer::ConfigMap,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        def: "io.k8s.api.core.v1.Secret",
+        subresources: STANDARD,
+        rules: &SecretRules,
+        printer: Printer::Secret,
     },
     Resource {
         group: "",

@@ -29,6 +29,8 @@ fn resource_of(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
         ("v1", "Pod") => ("pods", true),
         ("v1", "Service") => ("services", true),
         ("v1", "Endpoints") => ("endpoints", true),
+        ("v1", "ConfigMap") => ("configmaps", true),
+        ("v1", "Secret") => ("secrets", true),
         ("v1", "Node") => ("nodes", false),
         ("v1", "Namespace") => ("namespaces", false),
         ("apps/v1", "Deployment") => ("deployments", true),

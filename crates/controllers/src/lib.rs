@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
 use kubesvc_runtime::Informer;
@@ -75,6 +75,9 @@ pub struct Informers {
     pub replicasets: Arc<Informer<ReplicaSet>>,
     pub deployments: Arc<Informer<Deployment>>,
     pub leases: Arc<Informer<Lease>>,
+    /// For the garbage collector only.
+    pub configmaps: Arc<Informer<ConfigMap>>,
+    pub secrets: Arc<Informer<Secret>>,
 }
 
 impl Informers {
@@ -88,6 +91,8 @@ impl Informers {
             replicasets: Informer::new(Api::all(client.clone())),
             deployments: Informer::new(Api::all(client.clone())),
             leases: Informer::new(Api::namespaced(client.clone(), NAMESPACE_NODE_LEASE)),
+            configmaps: Informer::new(Api::all(client.clone())),
+            secrets: Informer::new(Api::all(client.clone())),
         }
     }
 
@@ -100,6 +105,8 @@ impl Informers {
         self.replicasets.start(stop.clone());
         self.deployments.start(stop.clone());
         self.leases.start(stop.clone());
+        self.configmaps.start(stop.clone());
+        self.secrets.start(stop.clone());
     }
 
     /// Waits until every informer has its first list.
@@ -112,6 +119,8 @@ impl Informers {
         self.replicasets.synced().await;
         self.deployments.synced().await;
         self.leases.synced().await;
+        self.configmaps.synced().await;
+        self.secrets.synced().await;
     }
 }
 
@@ -142,6 +151,8 @@ pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) -> 
     collector.observe(&informers.deployments);
     collector.observe(&informers.nodes);
     collector.observe(&informers.leases);
+    collector.observe(&informers.configmaps);
+    collector.observe(&informers.secrets);
     let scheduler = scheduler::Scheduler::new(client.clone(), informers.pods.clone(), &informers.nodes);
     let nodes =
         nodelifecycle::Controller::new(client.clone(), &informers.nodes, &informers.leases, &informers.pods, &opts);

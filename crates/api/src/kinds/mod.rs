@@ -3,6 +3,7 @@
 //! validates, and which fields selectors may use.
 
 mod apps;
+mod config;
 mod core;
 mod endpoints;
 mod pod;
@@ -15,6 +16,7 @@ use crate::meta;
 use crate::validation::{ErrorList, NameRule};
 
 pub use apps::{DeploymentRules, ReplicaSetRules};
+pub use config::{ConfigMapRules, SecretRules, is_config_map_key};
 pub use core::{EventRules, LeaseRules, NamespaceRules, NodeRules};
 pub use endpoints::{EndpointSliceRules, EndpointsRules};
 pub use pod::{Binding, PodRules, default_pod_spec, qos_class};

@@ -2,6 +2,7 @@
 //! by kind (a file each), as Kubernetes computes them. All columns are always
 //! sent; kubectl hides priority-1 columns unless asked for `-o wide`.
 
+mod configmap;
 mod deployment;
 mod endpoints;
 mod endpointslice;
@@ -11,6 +12,7 @@ mod namespace;
 mod node;
 mod pod;
 mod replicaset;
+mod secret;
 mod service;
 
 use jiff::Timestamp;
@@ -65,6 +67,8 @@ pub enum Printer {
     Namespace,
     Event,
     Lease,
+    ConfigMap,
+    Secret,
     /// Name and creation time, for kinds without a printer.
     Default,
 }
@@ -88,6 +92,8 @@ impl Printer {
             Printer::Namespace => namespace::COLUMNS,
             Printer::Event => event::COLUMNS,
             Printer::Lease => lease::COLUMNS,
+            Printer::ConfigMap => configmap::COLUMNS,
+            Printer::Secret => secret::COLUMNS,
             Printer::Default => DEFAULT_COLUMNS,
         }
     }
@@ -104,6 +110,8 @@ impl Printer {
             Printer::Namespace => namespace::row(obj, now),
             Printer::Event => event::row(obj, now),
             Printer::Lease => lease::row(obj, now),
+            Printer::ConfigMap => configmap::row(obj, now),
+            Printer::Secret => secret::row(obj, now),
             Printer::Default => {
                 let created =
                     meta::meta(obj).get("creationTimestamp").and_then(Value::as_str).unwrap_or("0001-01-01T00:00:00Z");
@@ -126,6 +134,11 @@ impl Row {
 /// The NAME cell.
 fn name(obj: &Value) -> Value {
     json!(meta::name(obj))
+}
+
+/// How many keys the map at `field` has.
+fn key_count(obj: &Value, field: &str) -> usize {
+    obj.get(field).and_then(Value::as_object).map_or(0, |m| m.len())
 }
 
 /// The AGE cell.
