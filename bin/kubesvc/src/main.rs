@@ -17,6 +17,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Role(Role),
+    /// Run one container (the node agent starts this; not for direct use).
+    #[command(hide = true)]
+    Shim {
+        /// The container's spec, as the agent wrote it.
+        spec: std::path::PathBuf,
+    },
+}
+
+/// The long-running roles, each under a supervisor.
+#[derive(Subcommand)]
+enum Role {
     /// Run the Kubernetes-compatible API server (and, by default, the controllers).
     Server(server::Args),
     /// Run the controllers against any Kubernetes API server.
@@ -24,6 +37,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The shim runs before any thread or runtime exists: it changes namespaces.
+    let role = match Cli::parse().command {
+        Command::Shim { spec } => std::process::exit(kubesvc_agent::shim::run(&spec)),
+        Command::Role(role) => role,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -31,12 +49,11 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        match cli.command {
-            Command::Server(args) => server::run(args).await,
-            Command::Controllers(args) => controllers::run(args).await,
+        match role {
+            Role::Server(args) => server::run(args).await,
+            Role::Controllers(args) => controllers::run(args).await,
         }
     })
 }

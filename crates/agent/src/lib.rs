@@ -5,7 +5,10 @@
 //! kubesvc cluster and a real one alike.
 //!
 //! Layout: [`files`] and [`env`](mod@env) compute what a pod sees (hosts,
-//! resolv.conf, hostname, environment) exactly as kubelet does.
+//! resolv.conf, hostname, environment) exactly as kubelet does; [`shim`] is
+//! the process each container runs under (namespaces, mounts, cgroups, the
+//! CRI log, the exit record).
 
 pub mod env;
 pub mod files;
+pub mod shim;

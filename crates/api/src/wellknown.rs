@@ -44,3 +44,12 @@ pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
 
 /// Where node agents renew their Leases.
 pub const NAMESPACE_NODE_LEASE: &str = "kube-node-lease";
+
+/// The Kubernetes version kubesvc implements.
+pub const KUBE_MAJOR: &str = "1";
+pub const KUBE_MINOR: &str = "37";
+
+/// kubesvc's version string in Kubernetes' form (`/version`'s gitVersion, a node's kubeletVersion).
+pub fn git_version() -> String {
+    format!("v{KUBE_MAJOR}.{KUBE_MINOR}.0-kubesvc.{}", env!("CARGO_PKG_VERSION"))
+}

@@ -5,14 +5,13 @@ use kubesvc_api::resources::{self, Subresource};
 use serde_json::{Value, json};
 
 /// The Kubernetes version whose API kubesvc serves.
-pub const KUBE_MAJOR: &str = "1";
-pub const KUBE_MINOR: &str = "37";
+use kubesvc_api::wellknown::{KUBE_MAJOR, KUBE_MINOR, git_version};
 
 pub fn version() -> Value {
     json!({
         "major": KUBE_MAJOR,
         "minor": KUBE_MINOR,
-        "gitVersion": format!("v{KUBE_MAJOR}.{KUBE_MINOR}.0-kubesvc.{}", env!("CARGO_PKG_VERSION")),
+        "gitVersion": git_version(),
         "gitCommit": "",
         "gitTreeState": "clean",
         "buildDate": "",

@@ -104,7 +104,7 @@ fn document(group: &str, version: &str) -> Value {
             }),
         );
     }
-    json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::discovery::KUBE_MAJOR, crate::discovery::KUBE_MINOR)},
+    json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", kubesvc_api::wellknown::KUBE_MAJOR, kubesvc_api::wellknown::KUBE_MINOR)},
            "paths": paths, "components": {"schemas": {}}})
 }
 
