@@ -2,9 +2,12 @@
 //! parses its own flags and runs under a [`supervisor::Supervisor`], so the
 //! process fails, naming the role, when any of its roles does.
 
+mod agent;
 mod controllers;
 mod server;
 mod supervisor;
+mod tool;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +22,9 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Role(Role),
+    /// Test servers and probes to run inside pods (as Kubernetes' agnhost).
+    #[command(subcommand)]
+    Tool(tool::Tool),
     /// Run one container (the node agent starts this; not for direct use).
     #[command(hide = true)]
     Shim {
@@ -34,12 +40,20 @@ enum Role {
     Server(server::Args),
     /// Run the controllers against any Kubernetes API server.
     Controllers(controllers::Args),
+    /// Run the node agent: register this node and run the pods bound to it.
+    Agent(agent::Args),
+    /// Run a local cluster: server, controllers and nodes (agents in network namespaces of their own).
+    Up(up::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     // The shim runs before any thread or runtime exists: it changes namespaces.
     let role = match Cli::parse().command {
         Command::Shim { spec } => std::process::exit(kubesvc_agent::shim::run(&spec)),
+        Command::Tool(tool) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            return rt.block_on(tool::run(tool));
+        }
         Command::Role(role) => role,
     };
     tracing_subscriber::fmt()
@@ -54,6 +68,8 @@ fn main() -> anyhow::Result<()> {
         match role {
             Role::Server(args) => server::run(args).await,
             Role::Controllers(args) => controllers::run(args).await,
+            Role::Agent(args) => agent::run(args).await,
+            Role::Up(args) => up::run(args).await,
         }
     })
 }

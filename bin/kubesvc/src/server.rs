@@ -60,33 +60,91 @@ pub struct Args {
     controller_flags: controllers::Flags,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let store: Arc<dyn Store> = match args.storage {
-        Storage::Redb => Arc::new(
-            kubesvc_store::redb::RedbStore::open(&args.data_dir.join("kubesvc.redb"))
-                .context("opening the database")?,
-        ),
-        Storage::Memory => Arc::new(kubesvc_store::memory::MemoryStore::new()),
+/// What a server role needs beyond its defaults; `kubesvc up` builds one too.
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub memory: bool,
+    pub watch_cache_size: usize,
+    pub compaction_interval: Duration,
+    pub tls_san: Vec<String>,
+    pub bookmark_interval: Duration,
+    pub service_cidr: String,
+    pub service_node_port_range: String,
+    pub advertise_address: Option<IpAddr>,
+    /// The controllers' flags, or none for an API server alone.
+    pub controllers: Option<controllers::Flags>,
+}
+
+impl Settings {
+    /// Settings for `kubesvc up`: its data directory, its address, everything else as `kubesvc server` defaults it.
+    pub fn defaults(data_dir: PathBuf, listen: SocketAddr, controllers: controllers::Flags) -> Settings {
+        Settings {
+            data_dir,
+            listen,
+            memory: false,
+            watch_cache_size: 10_000,
+            compaction_interval: Duration::from_secs(300),
+            tls_san: Vec::new(),
+            bookmark_interval: Duration::from_secs(60),
+            service_cidr: "10.96.0.0/12".into(),
+            service_node_port_range: "30000-32767".into(),
+            advertise_address: Some(listen.ip()),
+            controllers: Some(controllers),
+        }
+    }
+}
+
+impl From<Args> for Settings {
+    fn from(a: Args) -> Settings {
+        Settings {
+            data_dir: a.data_dir,
+            listen: a.listen,
+            memory: matches!(a.storage, Storage::Memory),
+            watch_cache_size: a.watch_cache_size,
+            compaction_interval: Duration::from_secs(a.compaction_interval.max(1)),
+            tls_san: a.tls_san,
+            bookmark_interval: Duration::from_secs(a.watch_bookmark_interval.max(1)),
+            service_cidr: a.service_cidr,
+            service_node_port_range: a.service_node_port_range,
+            advertise_address: a.advertise_address,
+            controllers: a.controllers.then_some(a.controller_flags),
+        }
+    }
+}
+
+/// Starts the API server (and the controllers) under `sup`; the admin kubeconfig's path once it serves.
+pub async fn spawn(sup: &mut Supervisor, s: Settings) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating {}", s.data_dir.display()))?;
+    let store: Arc<dyn Store> = if s.memory {
+        Arc::new(kubesvc_store::memory::MemoryStore::new())
+    } else {
+        Arc::new(
+            kubesvc_store::redb::RedbStore::open(&s.data_dir.join("kubesvc.redb")).context("opening the database")?,
+        )
     };
-    let mut config = kubesvc_apiserver::Config::new(args.data_dir.clone(), args.listen);
-    config.watch_cache_size = args.watch_cache_size;
-    config.compaction_interval = Duration::from_secs(args.compaction_interval.max(1));
-    config.extra_sans = args.tls_san;
-    config.bookmark_interval = Duration::from_secs(args.watch_bookmark_interval.max(1));
-    config.services =
-        kubesvc_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?;
-    config.advertise_address = args.advertise_address;
-    let controller_options = args.controller_flags.options(&config.services.cidrs)?;
+    let mut config = kubesvc_apiserver::Config::new(s.data_dir.clone(), s.listen);
+    config.watch_cache_size = s.watch_cache_size;
+    config.compaction_interval = s.compaction_interval;
+    config.extra_sans = s.tls_san;
+    config.bookmark_interval = s.bookmark_interval;
+    config.services = kubesvc_apiserver::services::ServiceNetwork::parse(&s.service_cidr, &s.service_node_port_range)?;
+    config.advertise_address = s.advertise_address;
+    let controller_options = s.controllers.as_ref().map(|f| f.options(&config.services.cidrs)).transpose()?;
     let running = kubesvc_apiserver::start(config, store).await.context("starting the API server")?;
     eprintln!("kubesvc API server listening on https://{}; kubeconfig: {}", running.addr, running.kubeconfig.display());
     let kubeconfig = running.kubeconfig.clone();
-    let mut sup = Supervisor::new();
     let stop = sup.stopping();
     sup.spawn("API server", async move { Ok(running.serve_until(stop).await?) });
-    if args.controllers {
+    if let Some(options) = controller_options {
         let client = kubesvc_runtime::client::from_kubeconfig(Some(&kubeconfig)).await?;
-        controllers::spawn(&mut sup, client, controller_options);
+        controllers::spawn(sup, client, options);
     }
+    Ok(kubeconfig)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut sup = Supervisor::new();
+    spawn(&mut sup, args.into()).await?;
     sup.run().await
 }

@@ -95,9 +95,11 @@ fn setup(spec: &ShimSpec) -> Result<(), String> {
         std::fs::write(procs, &me).map_err(|e| format!("joining {}: {e}", procs.display()))?;
     }
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS).map_err(|e| format!("unshare: {e}"))?;
-    // Nothing mounted here may reach the node's mount namespace.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("making mounts private: {e}"))?;
+    // Nothing mounted here reaches the node's mount namespace, but what the
+    // node unmounts (a gone pod's network namespace) leaves here too, so no
+    // container keeps another pod's namespace alive.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .map_err(|e| format!("making mounts slaves of the node's: {e}"))?;
     if spec.netns.is_some() {
         // sysfs shows the network namespace of whoever mounts it: the pod's, from here.
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -219,6 +221,28 @@ pub fn run(path: &Path) -> i32 {
     }
     if let Some(uid) = spec.uid {
         cmd.uid(uid);
+    }
+    let die_with_shim = spec.die_with_agent;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (sigprocmask, signal, prctl). It is needed because a
+    // child inherits the signal mask and ignored signals: the shim blocks the
+    // signals it forwards and Rust ignores SIGPIPE, and a container must start
+    // with neither, as it would under any container runtime.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::sys::signal::{SigHandler, SigmaskHow, signal, sigprocmask};
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            for sig in Signal::iterator() {
+                if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+                    let _ = signal(sig, SigHandler::SigDfl);
+                }
+            }
+            if die_with_shim {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            }
+            Ok(())
+        });
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,

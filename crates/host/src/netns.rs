@@ -24,11 +24,30 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::Io(path.to_path_buf(), e)
 }
 
+/// Makes the run directory a shared mount of its own, as iproute2 does:
+/// namespaces mounted under it then propagate to (and their removal reaches)
+/// every mount namespace copied from this one, and ours and `ip netns`' stay
+/// in one mount rather than one hiding the other.
+fn shared_run_dir(dir: &Path) -> Result<()> {
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    match mount(None::<&str>, dir, Some("none"), shared, None::<&str>) {
+        Ok(()) => return Ok(()),
+        // Not a mount point yet.
+        Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(sys(format!("making {} shared", dir.display()))(e)),
+    }
+    mount(Some(dir), dir, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(sys(format!("bind-mounting {} on itself", dir.display())))?;
+    mount(None::<&str>, dir, Some("none"), shared, None::<&str>)
+        .map_err(sys(format!("making {} shared", dir.display())))
+}
+
 impl NetNs {
     /// Creates the namespace `name` (an error if it exists), with `lo` down as the kernel makes it.
     pub fn create(name: &str) -> Result<NetNs> {
         let dir = Path::new(RUN_DIR);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        shared_run_dir(dir)?;
         let path = dir.join(name);
         std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(io(&path))?;
         let ns = NetNs { name: name.to_string(), path };

@@ -141,12 +141,21 @@ impl Default for Options {
     }
 }
 
+/// What a process cluster runs.
+#[derive(Clone, Debug)]
+enum Role {
+    Server(Vec<String>),
+    /// `kubesvc up --nodes N --name <the namespace's name>`.
+    Up(u8),
+}
+
 /// What serves the cluster.
 enum Server {
     /// `kubesvc server` in a network namespace made for the test.
     Process {
         binary: PathBuf,
-        extra_args: Vec<String>,
+        /// `kubesvc server` with these arguments, or `kubesvc up`.
+        role: Role,
         child: Option<Child>,
         last_boot: Duration,
         // Dropped last: leaves and removes the namespace.
@@ -230,6 +239,18 @@ impl Cluster {
 
     /// As [`Cluster::start`], with extra `kubesvc server` arguments.
     pub fn start_with(binary: impl AsRef<Path>, extra_args: &[&str]) -> Result<Cluster> {
+        Self::process_cluster(binary.as_ref(), Role::Server(extra_args.iter().map(|s| s.to_string()).collect()))
+    }
+
+    /// `binary up --nodes N` in a fresh network namespace: the server, the
+    /// controllers and N node agents, each node in a namespace of its own
+    /// (`<cluster name>-node-<i>`, see [`Cluster::node_netns`]); returns once
+    /// `up` says every node is Ready. Stopping it must leave nothing behind.
+    pub fn up(binary: impl AsRef<Path>, nodes: u8) -> Result<Cluster> {
+        Self::process_cluster(binary.as_ref(), Role::Up(nodes))
+    }
+
+    fn process_cluster(binary: &Path, role: Role) -> Result<Cluster> {
         let net = NetNs::new()?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let dir = tempfile::Builder::new().prefix("kubesvc-test-").tempdir()?;
@@ -238,8 +259,8 @@ impl Cluster {
             kubeconfig: dir.path().join("kubeconfig"),
             dir,
             server: Server::Process {
-                binary: binary.as_ref().to_path_buf(),
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                binary: binary.to_path_buf(),
+                role,
                 child: None,
                 last_boot: Duration::ZERO,
                 _net: net,
@@ -255,9 +276,9 @@ impl Cluster {
 
     /// The process server's parts; a test asking them of an in-process cluster is wrong.
     #[track_caller]
-    fn process(&mut self) -> (&Path, &[String], &mut Option<Child>, &mut Duration) {
+    fn process(&mut self) -> (&Path, &Role, &mut Option<Child>, &mut Duration) {
         match &mut self.server {
-            Server::Process { binary, extra_args, child, last_boot, .. } => (binary, extra_args, child, last_boot),
+            Server::Process { binary, role, child, last_boot, .. } => (binary, role, child, last_boot),
             Server::InProcess { .. } => panic!("this needs a kubesvc process: start the cluster with Cluster::start"),
         }
     }
@@ -266,23 +287,37 @@ impl Cluster {
         let _ = std::fs::remove_file(&self.kubeconfig);
         let (log_path, dir, kubeconfig) = (self.log_path(), self.dir.path().to_path_buf(), self.kubeconfig.clone());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let (binary, extra_args, child, last_boot) = self.process();
+        let name = self.netns_name().to_string();
+        let up_out = self.dir.path().join("up.out");
+        let (binary, role, child, last_boot) = self.process();
         let started = Instant::now();
-        let spawned = Command::new(binary)
-            .args(["server", "--data-dir"])
-            .arg(&dir)
-            .args(["--listen", "0.0.0.0:6443", "--advertise-address", NODE_IP])
-            .args(extra_args)
+        let mut cmd = Command::new(binary);
+        match role {
+            Role::Server(extra_args) => {
+                cmd.args(["server", "--data-dir"])
+                    .arg(&dir)
+                    .args(["--listen", "0.0.0.0:6443", "--advertise-address", NODE_IP])
+                    .args(extra_args)
+                    .stdout(log.try_clone()?);
+            }
+            Role::Up(nodes) => {
+                cmd.args(["up", "--nodes", &nodes.to_string(), "--name", &name, "--data-dir"])
+                    .arg(&dir)
+                    .stdout(File::create(&up_out)?);
+            }
+        }
+        let is_up = matches!(role, Role::Up(_));
+        let spawned = cmd
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let child = child.insert(spawned);
         let deadline = Instant::now() + Duration::from_secs(30);
-        // The server writes the kubeconfig once it accepts connections.
-        while !kubeconfig.exists() {
+        // The server writes the kubeconfig once it accepts connections; `up` says when its nodes are Ready.
+        let ready = || if is_up { read_log(&up_out).contains("kubesvc is up") } else { kubeconfig.exists() };
+        while !ready() {
             if let Some(status) = child.try_wait().ok().flatten() {
                 bail!("kubesvc exited with {status} before it was ready:\n{}", read_log(&log_path));
             }
@@ -463,6 +498,38 @@ impl Cluster {
         port.with_context(|| format!("no port in {url}"))
     }
 
+    /// The name of the test's network namespace; a `kubesvc up` cluster's name too.
+    #[track_caller]
+    pub fn netns_name(&self) -> &str {
+        match &self.server {
+            Server::Process { _net, .. } => &_net.name,
+            Server::InProcess { .. } => panic!("an in-process cluster has no namespace"),
+        }
+    }
+
+    /// The network namespace of node `i` (from 1) of a `kubesvc up` cluster.
+    pub fn node_netns(&self, i: u8) -> String {
+        format!("{}-node-{i}", self.netns_name())
+    }
+
+    /// `program` run inside node `i`'s network namespace.
+    pub fn in_node(&self, i: u8, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.node_netns(i), program]);
+        cmd
+    }
+
+    /// `program` run inside the network namespace of pod `namespace/name` (as its containers see it).
+    pub fn in_pod(&self, namespace: &str, name: &str, program: &str) -> Result<Command> {
+        let uid = self.kubectl(&["get", "pod", "-n", namespace, name, "-o", "jsonpath={.metadata.uid}"]);
+        if !uid.success || uid.stdout.is_empty() {
+            bail!("no pod {namespace}/{name}: {}", uid.stderr);
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &format!("kubesvc-pod-{}", uid.stdout), program]);
+        Ok(cmd)
+    }
+
     /// The admin bearer token.
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pki/token")).unwrap_or_default().trim().to_string()
@@ -506,6 +573,21 @@ impl Drop for Cluster {
                 }
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+        }
+        // What a `kubesvc up` that failed to stop left: its nodes' and pods' namespaces, by name.
+        if let Server::Process { role: Role::Up(nodes), _net, .. } = &self.server {
+            let mut names: Vec<String> = (1..=*nodes).map(|i| format!("{}-node-{i}", _net.name)).collect();
+            for node in std::fs::read_dir(self.dir.path().join("nodes")).into_iter().flatten().flatten() {
+                let pods = node.path().join("state/pods");
+                for pod in std::fs::read_dir(pods).into_iter().flatten().flatten() {
+                    names.push(format!("kubesvc-pod-{}", pod.file_name().to_string_lossy()));
+                }
+            }
+            for name in names {
+                if Path::new("/run/netns").join(&name).exists() {
+                    let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+                }
             }
         }
     }

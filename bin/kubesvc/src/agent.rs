@@ -1,0 +1,95 @@
+//! `kubesvc agent`: the node agent, against kubesvc's API server or any
+//! Kubernetes cluster's.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::supervisor::Supervisor;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The kubeconfig to reach the API with (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The node's name (default: this host's name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's InternalIP (default: the first global address of this host).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Pods' files and logs, and what the agent set up.
+    #[arg(long, default_value = "/var/lib/kubesvc/agent")]
+    state_dir: PathBuf,
+    /// The cluster DNS Service's address, for pods' resolv.conf.
+    #[arg(long, default_value = "10.96.0.10", value_delimiter = ',')]
+    cluster_dns: Vec<IpAddr>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Seconds the node Lease lasts; it is renewed every quarter of that.
+    #[arg(long, default_value_t = 40)]
+    node_lease_duration_seconds: u64,
+    /// Leave pods running when the agent stops, for the next agent to adopt.
+    #[arg(long)]
+    keep_pods_on_exit: bool,
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// Stop (as on SIGTERM) when stdin reaches its end: `kubesvc up` holds the
+    /// other end, so its agents stop cleanly whenever it goes, even killed.
+    #[arg(long, hide = true)]
+    stop_when_stdin_closes: bool,
+}
+
+/// This host's first global address (IPv4 first), as kubelet falls back to.
+fn host_address() -> Option<IpAddr> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    let mut found: Vec<IpAddr> = addrs
+        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        .filter_map(|a| {
+            let sa = a.address?;
+            sa.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .filter(|ip| {
+            !ip.is_loopback()
+                && !ip.is_unspecified()
+                && !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+        })
+        .collect();
+    found.sort_by_key(|ip| ip.is_ipv6());
+    found.first().copied()
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = kubesvc_runtime::client::from_kubeconfig(args.kubeconfig.as_deref()).await?;
+    let node_name = match args.node_name {
+        Some(n) => n,
+        None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().to_lowercase(),
+    };
+    let node_ip = args.node_ip.or_else(host_address).context("no address to report for the node: pass --node-ip")?;
+    let config = kubesvc_agent::Config {
+        node_name,
+        node_ip,
+        state_dir: args.state_dir,
+        shim: std::env::current_exe().context("finding the kubesvc binary for the shim")?,
+        cluster_dns: args.cluster_dns,
+        cluster_domain: args.cluster_domain,
+        lease_duration: Duration::from_secs(args.node_lease_duration_seconds.max(1)),
+        keep_pods_on_exit: args.keep_pods_on_exit,
+        max_pods: args.max_pods,
+    };
+    if args.stop_when_stdin_closes {
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            tracing::info!("stdin closed: stopping");
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+        });
+    }
+    let mut sup = Supervisor::new();
+    let stop = sup.stopping();
+    sup.spawn("agent", async move { Ok(kubesvc_agent::run(client, config, stop).await?) });
+    sup.run().await
+}

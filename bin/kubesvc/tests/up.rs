@@ -1,0 +1,209 @@
+//! `kubesvc up` for real, in a network namespace the test made: nodes in
+//! namespaces of their own with their own certificates, pods that reach each
+//! other within and across nodes, a second `up` that resumes the cluster, and
+//! nothing left behind once it stops. Needs root and kubectl; fails without.
+#![allow(clippy::unwrap_used)] // Tests: a failed step is a failed test.
+
+mod common;
+
+use std::process::Command;
+
+use common::eventually;
+use kubesvc_testsupport::Cluster;
+use serde_json::Value;
+
+/// What the machine has that a cluster named `name` could have made: named
+/// namespaces, links in the test's namespace, mounts, processes.
+#[derive(Debug, PartialEq)]
+struct Footprint {
+    netns: Vec<String>,
+    links: Vec<String>,
+    mounts: Vec<String>,
+    processes: Vec<String>,
+}
+
+fn footprint(name: &str, dir: &std::path::Path, pod_uids: &[String]) -> Footprint {
+    // The cluster's node namespaces are `<name>-node-<i>`; `name` itself is the test's.
+    let prefix = format!("{name}-");
+    let ours = |s: &str| s.contains(&prefix) || pod_uids.iter().any(|u| s.contains(u.as_str()));
+    let netns = std::fs::read_dir("/run/netns")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| ours(n)).collect())
+        .unwrap_or_default();
+    let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let mut links: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_string()))
+        .collect();
+    links.sort();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| ours(l) || l.contains(&*dir.to_string_lossy()))
+        .map(str::to_string)
+        .collect();
+    let dir = dir.to_string_lossy().into_owned();
+    let mut processes = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&dir) {
+                processes.push(cmd);
+            }
+        }
+    }
+    Footprint { netns, links, mounts, processes }
+}
+
+fn json(c: &Cluster, args: &[&str]) -> Value {
+    serde_json::from_str(&c.kubectl(args).ok()).unwrap()
+}
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: agnhost
+        command: ["KUBESVC", "tool", "serve-hostname", "--port", "8080"]
+"#;
+
+/// Every pod's name and IP, once all `want` are Running with an IP.
+fn running_pods(c: &Cluster, want: usize) -> Vec<(String, String, String)> {
+    eventually("the pods run", || {
+        let list = json(c, &["get", "pods", "-l", "app=web", "-o", "json"]);
+        let pods: Vec<(String, String, String)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+            .map(|p| {
+                let s = |v: &Value| v.as_str().unwrap().to_string();
+                (s(&p["metadata"]["name"]), s(&p["status"]["podIP"]), s(&p["spec"]["nodeName"]))
+            })
+            .collect();
+        (pods.len() == want).then_some(pods)
+    })
+}
+
+/// An HTTP GET from inside pod `from`.
+fn http_from(c: &Cluster, from: &str, ip: &str) -> String {
+    try_http_from(c, from, ip).unwrap_or_else(|e| panic!("GET {ip} from {from}: {e}"))
+}
+
+fn try_http_from(c: &Cluster, from: &str, ip: &str) -> Result<String, String> {
+    let get =
+        format!("import urllib.request;print(urllib.request.urlopen('http://{ip}:8080/',timeout=5).read().decode())");
+    let out = c.in_pod("default", from, "python3").map_err(|e| e.to_string())?.args(["-c", &get]).output();
+    let out = out.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn up_runs_two_nodes_whose_pods_reach_each_other_and_leaves_nothing_behind() {
+    let bin = env!("CARGO_BIN_EXE_kubesvc");
+    let mut c = Cluster::up(bin, 2).unwrap();
+    let name = c.netns_name().to_string();
+    let dir = c.dir.path().to_path_buf();
+    // What the test's namespace held before `up` is what it holds after.
+    let before_links = {
+        let f = footprint(&name, &dir, &[]);
+        f.links.into_iter().filter(|l| !l.starts_with("kubesvc0")).collect::<Vec<_>>()
+    };
+
+    // Two nodes, Ready, each with its own address and its own certificate.
+    let nodes = json(&c, &["get", "nodes", "-o", "json"]);
+    let mut seen = Vec::new();
+    for n in nodes["items"].as_array().unwrap() {
+        let node = n["metadata"]["name"].as_str().unwrap().to_string();
+        let ready =
+            n["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        assert!(ready, "{node} is Ready");
+        let ip = n["status"]["addresses"][0]["address"].as_str().unwrap().to_string();
+        seen.push((node.clone(), ip, n["spec"]["podCIDR"].as_str().unwrap().to_string()));
+        let kubeconfig = std::fs::read_to_string(dir.join("nodes").join(&node).join("kubeconfig")).unwrap();
+        let pem = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("client-certificate-data: ")).unwrap();
+        let decoded = Command::new("sh")
+            .args(["-c", &format!("echo {pem} | base64 -d | openssl x509 -noout -subject -nameopt RFC2253")])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&decoded.stdout).trim(),
+            format!("subject=O=system:nodes,CN=system:node:{node}")
+        );
+    }
+    seen.sort();
+    let (ips, cidrs): (Vec<&str>, Vec<&str>) = seen.iter().map(|(_, ip, cidr)| (ip.as_str(), cidr.as_str())).unzip();
+    assert_eq!([seen[0].0.as_str(), seen[1].0.as_str()], ["node-1", "node-2"]);
+    assert_eq!(ips, ["10.250.0.2", "10.250.0.3"]);
+    assert!(
+        cidrs[0] != cidrs[1] && cidrs.iter().all(|c| c.starts_with("10.244.") && c.ends_with(".0/24")),
+        "{cidrs:?}"
+    );
+    // The node's own namespace holds its address.
+    let addr = c.in_node(1, "ip").args(["-o", "-4", "addr", "show", "eth0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&addr.stdout).contains("10.250.0.2/24"));
+
+    // Four pods over two nodes; each answers every other, within its node and across.
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&WEB.replace("KUBESVC", bin))).ok();
+    let pods = running_pods(&c, 4);
+    let on = |node: &str| pods.iter().filter(|p| p.2 == node).count();
+    assert!(on("node-1") >= 1 && on("node-2") >= 1, "the scheduler spreads the pods: {pods:?}");
+    for (from, _, _) in &pods {
+        for (to, ip, _) in &pods {
+            assert_eq!(http_from(&c, from, ip), *to, "{from} → {to} at {ip}");
+        }
+    }
+    // A pod's own namespace holds exactly its address.
+    let (p0, ip0, _) = &pods[0];
+    let out = c.in_pod("default", p0, "ip").unwrap().args(["-o", "-4", "addr", "show", "eth0"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{ip0}/32")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A second `up` on the same data directory resumes the same cluster: the pods run again.
+    let uids: Vec<String> = json(&c, &["get", "pods", "-o", "json"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
+        .collect();
+    c.stop().unwrap();
+    let after = footprint(&name, &dir, &uids);
+    assert_eq!(
+        after,
+        Footprint { netns: vec![], links: before_links.clone(), mounts: vec![], processes: vec![] },
+        "after `up` stopped"
+    );
+    c.start_again().unwrap();
+    let again = running_pods(&c, 4);
+    let names = |p: &[(String, String, String)]| {
+        let mut n: Vec<String> = p.iter().map(|p| p.0.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&again), names(&pods), "the same pods run after the second up");
+    // Until the new agents report, the pods' status still shows the last run's addresses.
+    eventually("the pods answer at their new addresses", || {
+        let again = running_pods(&c, 4);
+        let (p1, ip1, _) = &again[1];
+        (try_http_from(&c, &again[0].0, ip1).ok().as_deref() == Some(p1.as_str())).then_some(())
+    });
+    c.stop().unwrap();
+    assert_eq!(
+        footprint(&name, &dir, &uids),
+        Footprint { netns: vec![], links: before_links, mounts: vec![], processes: vec![] },
+        "after the second `up` stopped"
+    );
+}
