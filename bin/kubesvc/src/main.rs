@@ -29,7 +29,13 @@ enum Command {
     #[command(hide = true)]
     Shim {
         /// The container's spec, as the agent wrote it.
-        spec: std::path::PathBuf,
+        #[arg(required_unless_present = "exec")]
+        spec: Option<std::path::PathBuf>,
+        /// Run the command after `--` inside the container whose command is this pid.
+        #[arg(long)]
+        exec: Option<u32>,
+        #[arg(last = true)]
+        argv: Vec<String>,
     },
 }
 
@@ -49,7 +55,9 @@ enum Role {
 fn main() -> anyhow::Result<()> {
     // The shim runs before any thread or runtime exists: it changes namespaces.
     let role = match Cli::parse().command {
-        Command::Shim { spec } => std::process::exit(kubesvc_agent::shim::run(&spec)),
+        Command::Shim { exec: Some(pid), argv, .. } => std::process::exit(kubesvc_agent::shim::exec_in(pid, &argv)),
+        Command::Shim { spec: Some(spec), .. } => std::process::exit(kubesvc_agent::shim::run(&spec)),
+        Command::Shim { .. } => anyhow::bail!("kubesvc shim needs a spec or --exec"),
         Command::Tool(tool) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             return rt.block_on(tool::run(tool));

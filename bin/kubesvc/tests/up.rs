@@ -207,3 +207,91 @@ fn up_runs_two_nodes_whose_pods_reach_each_other_and_leaves_nothing_behind() {
         "after the second `up` stopped"
     );
 }
+
+#[test]
+fn probes_flip_readiness_endpoints_follow_and_failed_liveness_restarts() {
+    let bin = env!("CARGO_BIN_EXE_kubesvc");
+    let c = Cluster::up(bin, 1).unwrap();
+    // Pods see the node's filesystem: a file the test makes is the readiness switch.
+    let flag = c.dir.path().join("ready-flag");
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: gated, labels: {{app: gated}}}}
+spec:
+  containers:
+  - name: web
+    image: agnhost
+    command: ["{bin}", "tool", "serve-hostname", "--port", "8080"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      exec: {{command: ["test", "-f", "{flag}"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+    startupProbe:
+      tcpSocket: {{port: http}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: gated}}
+spec:
+  selector: {{app: gated}}
+  ports: [{{port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: doomed}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: agnhost
+    command: ["{bin}", "tool", "serve-hostname", "--port", "8080"]
+    livenessProbe:
+      httpGet: {{path: /healthz, port: 9999}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#,
+        flag = flag.display()
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest)).ok();
+    let endpoint_ready = || -> Option<bool> {
+        let slices = json(&c, &["get", "endpointslices", "-l", "kubernetes.io/service-name=gated", "-o", "json"]);
+        slices["items"][0]["endpoints"][0]["conditions"]["ready"].as_bool()
+    };
+    let pod_ready = || {
+        let p = json(&c, &["get", "pod", "gated", "-o", "json"]);
+        let cs = &p["status"]["containerStatuses"][0];
+        (p["status"]["phase"] == "Running").then(|| (cs["started"].as_bool(), cs["ready"].as_bool()))
+    };
+    // Started (the TCP startup probe passed) but not ready: the flag is missing.
+    eventually("the pod runs, started but unready", || (pod_ready() == Some((Some(true), Some(false)))).then_some(()));
+    eventually("its endpoint is not ready", || (endpoint_ready() == Some(false)).then_some(()));
+    let events = c.kubectl(&["get", "events", "--field-selector", "involvedObject.name=gated", "-o", "json"]).ok();
+    assert!(events.contains("Readiness probe failed: "), "{events}");
+    std::fs::write(&flag, "").unwrap();
+    eventually("the pod turns ready", || (pod_ready() == Some((Some(true), Some(true)))).then_some(()));
+    eventually("its endpoint turns ready", || (endpoint_ready() == Some(true)).then_some(()));
+    std::fs::remove_file(&flag).unwrap();
+    eventually("the pod turns unready again", || (pod_ready() == Some((Some(true), Some(false)))).then_some(()));
+    eventually("its endpoint follows", || (endpoint_ready() == Some(false)).then_some(()));
+
+    // A liveness probe that cannot connect: kubelet's events, then a restart.
+    let ip = eventually("doomed has an IP", || {
+        json(&c, &["get", "pod", "doomed", "-o", "json"])["status"]["podIP"].as_str().map(str::to_string)
+    });
+    eventually("doomed restarts", || {
+        let p = json(&c, &["get", "pod", "doomed", "-o", "json"]);
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1)).then_some(())
+    });
+    let events = c.kubectl(&["get", "events", "--field-selector", "involvedObject.name=doomed"]).ok();
+    assert!(
+        events.contains(&format!(
+            "Liveness probe failed: Get \"http://{ip}:9999/healthz\": dial tcp {ip}:9999: connect: connection refused"
+        )),
+        "{events}"
+    );
+    assert!(events.contains("Container web failed liveness probe, will be restarted"), "{events}");
+}

@@ -17,6 +17,7 @@ pub mod files;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod probe;
 pub mod shim;
 
 use std::collections::{BTreeMap, HashMap};

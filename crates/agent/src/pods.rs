@@ -23,6 +23,7 @@ use tokio::sync::{Notify, watch};
 use crate::env::{self, Sources};
 use crate::files::{self, ClusterDns, ResolvConf};
 use crate::network::{PodNetwork, Sandbox};
+use crate::probe;
 use crate::shim::{BindMount, ShimResult, ShimSpec};
 use crate::{Config, Error};
 
@@ -79,6 +80,9 @@ struct Running {
     result_path: PathBuf,
     /// The shim's exit code once it ended.
     exit: watch::Receiver<Option<i32>>,
+    probes: probe::Probes,
+    /// Being stopped for a failed probe: SIGKILL at this instant.
+    kill_at: Option<Instant>,
 }
 
 impl Running {
@@ -234,8 +238,14 @@ impl Worker {
 
     fn next_wake(&self) -> Duration {
         let now = Instant::now();
-        let soonest =
-            self.containers.values().filter_map(|c| c.not_before).map(|t| t.saturating_duration_since(now)).min();
+        let kills = self.containers.values().filter_map(|c| c.running.as_ref().and_then(|r| r.kill_at));
+        let soonest = self
+            .containers
+            .values()
+            .filter_map(|c| c.not_before)
+            .chain(kills)
+            .map(|t| t.saturating_duration_since(now))
+            .min();
         soonest.unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(20))
     }
 
@@ -248,6 +258,7 @@ impl Worker {
             self.sandbox = Some(sandbox);
         }
         self.reap().await;
+        self.probe_results(pod).await;
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec.restart_policy.as_deref().unwrap_or("Always").to_string();
         for c in &spec.containers {
@@ -288,6 +299,47 @@ impl Worker {
         write("resolv.conf", files::resolv_conf(pod, &dns, &self.shared.host_resolv).render())?;
         write("hostname", format!("{}\n", files::uts_hostname(pod, &cfg.cluster_domain)))?;
         Ok(())
+    }
+
+    /// Failed probes become events; a container whose liveness or startup
+    /// probe failed for good is stopped (SIGTERM, the grace period, SIGKILL)
+    /// and then restarts as its restart policy says.
+    async fn probe_results(&mut self, pod: &Pod) {
+        let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(1) as u64;
+        let mut events = Vec::new();
+        for (name, state) in self.containers.iter_mut() {
+            let Some(run) = state.running.as_mut() else { continue };
+            while let Ok((kind, message)) = run.probes.failures.try_recv() {
+                events.push((
+                    name.clone(),
+                    EventType::Warning,
+                    "Unhealthy",
+                    format!("{} probe failed: {message}", kind.word()),
+                ));
+            }
+            let failed = run.probes.verdict.borrow().failed.clone();
+            match (failed, run.kill_at) {
+                (Some((kind, _)), None) => {
+                    let word = kind.word().to_lowercase();
+                    events.push((
+                        name.clone(),
+                        EventType::Normal,
+                        "Killing",
+                        format!("Container {name} failed {word} probe, will be restarted"),
+                    ));
+                    signal_shim(run, Signal::SIGTERM);
+                    run.kill_at = Some(Instant::now() + Duration::from_secs(grace));
+                }
+                (Some(_), Some(at)) if Instant::now() >= at => {
+                    kill_group(&run.result_path);
+                    let _ = kill(Pid::from_raw(run.pid as i32), Signal::SIGKILL);
+                }
+                _ => {}
+            }
+        }
+        for (name, ty, reason, message) in events {
+            self.event(pod, Some(&name), ty, reason, &message).await;
+        }
     }
 
     /// Collects containers whose shim ended.
@@ -421,7 +473,21 @@ impl Worker {
                 state.started_once = true;
                 state.waiting = None;
                 let since = Instant::now();
-                state.running = Some(Running { pid, started_at, since, result_path: spec.result.clone(), exit });
+                let target = probe::Target {
+                    pod_ip: self.sandbox.as_ref().and_then(|s| s.ips.first().copied()).unwrap_or(cfg.node_ip),
+                    running: spec.result.with_extension("running"),
+                    shim: cfg.shim.clone(),
+                };
+                let probes = probe::start(c, target, self.exited.clone());
+                state.running = Some(Running {
+                    pid,
+                    started_at,
+                    since,
+                    result_path: spec.result.clone(),
+                    exit,
+                    probes,
+                    kill_at: None,
+                });
                 self.event(pod, Some(&name), EventType::Normal, "Created", &format!("Created container: {name}")).await;
                 self.event(pod, Some(&name), EventType::Normal, "Started", &format!("Started container {name}")).await;
             }
@@ -441,11 +507,13 @@ impl Worker {
         for c in &spec.containers {
             let s = self.containers.get(&c.name);
             let restarts = s.map_or(0, |s| s.restarts);
+            let mut started = false;
             let (state, ready) = match s {
-                Some(st) if st.running.is_some() => {
+                Some(ContainerState { running: Some(run), .. }) => {
                     running += 1;
-                    let at = st.running.as_ref().map(|r| r.started_at.clone()).unwrap_or_default();
-                    (json!({"running": {"startedAt": at}}), true)
+                    let verdict = run.probes.verdict.borrow().clone();
+                    started = verdict.started;
+                    (json!({"running": {"startedAt": run.started_at}}), verdict.ready)
                 }
                 Some(st) if st.waiting.is_some() => {
                     waiting += 1;
@@ -486,7 +554,7 @@ impl Worker {
                 unready.push(c.name.clone());
             }
             let mut st = json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "state": state, "ready": ready, "restartCount": restarts, "started": ready});
+                "state": state, "ready": ready, "restartCount": restarts, "started": started});
             if let Some(last) = s.and_then(|s| if s.running.is_some() { s.last.as_ref() } else { s.previous.as_ref() })
             {
                 st["lastState"] = terminated(last);

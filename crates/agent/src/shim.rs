@@ -295,6 +295,64 @@ pub fn run(path: &Path) -> i32 {
     exit_code
 }
 
+/// `kubesvc shim --exec PID -- ARGV`: runs `argv` inside the container whose
+/// command is `pid` (its network, UTS and mount namespaces, its working
+/// directory, environment and user), as `kubectl exec` and exec probes do.
+/// Replaces this process, so the caller sees the command's own stdio and exit
+/// status; returns only if that fails (126: could not enter, 127: not found).
+pub fn exec_in(pid: u32, argv: &[String]) -> i32 {
+    match enter(pid, argv) {
+        Ok(never) => match never {},
+        Err((code, message)) => {
+            eprintln!("{message}");
+            code
+        }
+    }
+}
+
+fn enter(pid: u32, argv: &[String]) -> Result<std::convert::Infallible, (i32, String)> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let cannot = |what: &str, e: &dyn std::fmt::Display| (126, format!("cannot enter the container ({what}): {e}"));
+    let Some(argv0) = argv.first() else { return Err((126, "no command given".into())) };
+    // Everything read from /proc before the mount namespace changes under us.
+    let env: Vec<(OsString, OsString)> = std::fs::read(proc.join("environ"))
+        .map_err(|e| cannot("environment", &e))?
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=').map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        })
+        .collect();
+    let cwd = std::fs::read_link(proc.join("cwd")).unwrap_or_else(|_| PathBuf::from("/"));
+    let status = std::fs::read_to_string(proc.join("status")).map_err(|e| cannot("status", &e))?;
+    let id = |key: &str| {
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+    };
+    let (uid, gid) = (id("Uid:"), id("Gid:"));
+    let mut namespaces = Vec::new();
+    for (name, flag) in
+        [("net", CloneFlags::CLONE_NEWNET), ("uts", CloneFlags::CLONE_NEWUTS), ("mnt", CloneFlags::CLONE_NEWNS)]
+    {
+        let f = File::open(proc.join("ns").join(name)).map_err(|e| cannot(name, &e))?;
+        namespaces.push((f, flag, name));
+    }
+    for (f, flag, name) in &namespaces {
+        setns(f.as_fd(), *flag).map_err(|e| cannot(name, &e))?;
+    }
+    let _ = std::env::set_current_dir(&cwd);
+    let mut cmd = Command::new(argv0);
+    cmd.args(&argv[1..]).env_clear().envs(env);
+    if let Some(g) = gid {
+        cmd.gid(g);
+    }
+    if let Some(u) = uid {
+        cmd.uid(u);
+    }
+    let e = cmd.exec();
+    let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+    Err((code, start_error(argv0, &e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
