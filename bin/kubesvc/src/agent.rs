@@ -36,6 +36,15 @@ pub struct Args {
     keep_pods_on_exit: bool,
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// The serving certificate for logs, exec and port-forward (kubelet's flags;
+    /// all three, or the agent serves none of them).
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA whose clients (the API server) may use logs, exec and port-forward.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
     /// Stop (as on SIGTERM) when stdin reaches its end: `kubesvc up` holds the
     /// other end, so its agents stop cleanly whenever it goes, even killed.
     #[arg(long, hide = true)]
@@ -80,6 +89,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         lease_duration: Duration::from_secs(args.node_lease_duration_seconds.max(1)),
         keep_pods_on_exit: args.keep_pods_on_exit,
         max_pods: args.max_pods,
+        serve: match (args.tls_cert_file, args.tls_private_key_file, args.client_ca_file) {
+            (Some(cert), Some(key), Some(client_ca)) => Some(kubesvc_agent::server::Tls { cert, key, client_ca }),
+            _ => None,
+        },
     };
     if args.stop_when_stdin_closes {
         std::thread::spawn(|| {

@@ -34,6 +34,9 @@ enum Command {
         /// Run the command after `--` inside the container whose command is this pid.
         #[arg(long)]
         exec: Option<u32>,
+        /// With --exec: stdin is a terminal, to become the command's controlling one.
+        #[arg(long)]
+        tty: bool,
         #[arg(last = true)]
         argv: Vec<String>,
     },
@@ -55,7 +58,9 @@ enum Role {
 fn main() -> anyhow::Result<()> {
     // The shim runs before any thread or runtime exists: it changes namespaces.
     let role = match Cli::parse().command {
-        Command::Shim { exec: Some(pid), argv, .. } => std::process::exit(kubesvc_agent::shim::exec_in(pid, &argv)),
+        Command::Shim { exec: Some(pid), argv, tty, .. } => {
+            std::process::exit(kubesvc_agent::shim::exec_in(pid, &argv, tty))
+        }
         Command::Shim { spec: Some(spec), .. } => std::process::exit(kubesvc_agent::shim::run(&spec)),
         Command::Shim { .. } => anyhow::bail!("kubesvc shim needs a spec or --exec"),
         Command::Tool(tool) => {

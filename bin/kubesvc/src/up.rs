@@ -169,12 +169,19 @@ async fn node_network(
     Ok(())
 }
 
-/// A node's own kubeconfig: a certificate for `system:node:<name>` in `system:nodes`.
-fn node_kubeconfig(data_dir: &Path, node: &NodePlan, server_url: &str) -> anyhow::Result<PathBuf> {
+/// A node's own kubeconfig (a certificate for `system:node:<name>` in
+/// `system:nodes`) and its serving certificate, with the cluster CA whose
+/// clients (the API server) it serves.
+fn node_certificates(data_dir: &Path, node: &NodePlan, server_url: &str) -> anyhow::Result<PathBuf> {
     let ca = kubesvc_apiserver::pki::Ca::load(data_dir)?;
     let user = format!("system:node:{}", node.name);
     let cert = ca.issue_client(&user, "system:nodes")?;
     std::fs::create_dir_all(&node.dir).with_context(|| format!("creating {}", node.dir.display()))?;
+    let serving = ca.issue_server(&node.name, &[node.ip.to_string(), node.name.clone()])?;
+    for (file, text) in [("kubelet.crt", &serving.cert_pem), ("kubelet.key", &serving.key_pem), ("ca.crt", &ca.pem)] {
+        let path = node.dir.join(file);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(ca.write_kubeconfig(&node.dir.join("kubeconfig"), server_url, &user, &cert)?)
 }
 
@@ -190,6 +197,12 @@ fn spawn_agent(node: &NodePlan, kubeconfig: &Path, dns: IpAddr) -> anyhow::Resul
         .args(["--node-name", &node.name, "--node-ip", &node.ip.to_string(), "--cluster-dns", &dns.to_string()])
         .arg("--state-dir")
         .arg(node.dir.join("state"))
+        .arg("--tls-cert-file")
+        .arg(node.dir.join("kubelet.crt"))
+        .arg("--tls-private-key-file")
+        .arg(node.dir.join("kubelet.key"))
+        .arg("--client-ca-file")
+        .arg(node.dir.join("ca.crt"))
         .arg("--stop-when-stdin-closes")
         .stdin(std::process::Stdio::piped())
         .stdout(log.try_clone()?)
@@ -303,7 +316,7 @@ async fn serve(
     let server_url = format!("https://{listen}");
     let mut agents = Vec::new();
     for node in nodes {
-        let kc = node_kubeconfig(data_dir, node, &server_url)?;
+        let kc = node_certificates(data_dir, node, &server_url)?;
         agents.push(spawn_agent(node, &kc, dns)?);
     }
     let client = kubesvc_runtime::client::from_kubeconfig(Some(&kubeconfig)).await?;

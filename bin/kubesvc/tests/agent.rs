@@ -160,6 +160,9 @@ fn pods_run_as_processes_with_their_own_network_files_and_environment() {
     assert!(text.contains("nameserver 10.96.0.10\noptions ndots:5\n"), "{text}");
     assert!(text.contains("KUBERNETES_SERVICE_HOST=10.96.0.1\n"), "{text}");
     assert!(text.contains("KUBERNETES_PORT_443_TCP=tcp://10.96.0.1:443\n"), "{text}");
+    // What a runtime adds: HOSTNAME, and PATH as an image without one gets it.
+    assert!(text.contains("\nHOSTNAME=look\n"), "{text}");
+    assert!(text.contains("\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"), "{text}");
 
     // A crashing container restarts with kubelet's back-off.
     apply(&c, &pod_yaml("crash", "echo once; exit 3", ""));

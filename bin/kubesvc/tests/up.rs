@@ -295,3 +295,154 @@ spec:
     );
     assert!(events.contains("Container web failed liveness probe, will be restarted"), "{events}");
 }
+
+/// kubectl run with `args`, its output once it exits or `wait` passed (then it is killed).
+fn kubectl_for(c: &Cluster, args: &[&str], wait: std::time::Duration) -> String {
+    let mut child = c
+        .kubectl_command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// An HTTP GET of `url` from the test's namespace (where kubectl port-forward listens).
+fn get(url: &str) -> Option<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import urllib.request;print(urllib.request.urlopen('{url}',timeout=5).read().decode())"),
+        ])
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn logs_exec_attach_cp_and_port_forward_go_through_the_api_server_to_the_agent() {
+    let bin = env!("CARGO_BIN_EXE_kubesvc");
+    let c = Cluster::up(bin, 2).unwrap();
+    let talker = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo hello; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]
+"#;
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(talker)).ok();
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&WEB.replace("KUBESVC", bin).replace("replicas: 4", "replicas: 2")))
+        .ok();
+    running_pods(&c, 2);
+    eventually("talker talks", || c.kubectl(&["logs", "talker"]).stdout.contains("tick 3").then_some(()));
+
+    // logs: all, --tail, --timestamps, -f, --previous, a container that is not there.
+    let all = c.kubectl(&["logs", "talker"]).ok();
+    assert!(all.starts_with("hello\ntick 1\ntick 2\n"), "{all}");
+    let tail = c.kubectl(&["logs", "talker", "--tail", "1"]).ok();
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.starts_with("tick "), "{tail}");
+    let stamped = c.kubectl(&["logs", "talker", "--tail", "1", "--timestamps"]).ok();
+    let (ts, text) = stamped.trim_end().split_once(' ').unwrap();
+    assert!(ts.starts_with("20") && ts.contains('T') && ts.ends_with('Z') && text.starts_with("tick "), "{stamped}");
+    let followed = kubectl_for(&c, &["logs", "-f", "talker", "--tail", "1"], std::time::Duration::from_secs(2));
+    assert!(followed.lines().filter(|l| l.starts_with("tick ")).count() >= 3, "-f keeps streaming: {followed}");
+    let err = c.kubectl(&["logs", "talker", "--previous"]).err();
+    assert_eq!(
+        err.trim(),
+        "Error from server (BadRequest): previous terminated container \"c\" in pod \"talker\" not found"
+    );
+    let err = c.kubectl(&["logs", "talker", "-c", "nope"]).err();
+    assert!(err.contains("container nope is not valid for pod talker"), "{err}");
+    let deploy_logs = c.kubectl(&["logs", "deploy/web"]).ok();
+    assert!(deploy_logs.contains("serving the host name on port 8080"), "{deploy_logs}");
+
+    // exec: output, exit codes, stdin, and a terminal with -t.
+    assert_eq!(c.kubectl(&["exec", "talker", "--", "sh", "-c", "hostname; echo $HOSTNAME"]).ok(), "talker\ntalker\n");
+    let failed = c.kubectl(&["exec", "talker", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert!(!failed.success);
+    assert_eq!(failed.stdout, "out\n");
+    assert!(
+        failed.stderr.contains("err\n") && failed.stderr.contains("command terminated with exit code 3"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        c.kubectl_stdin(&["exec", "-i", "talker", "--", "cat"], Some("through stdin\n")).ok(),
+        "through stdin\n"
+    );
+    // kubectl wants a terminal of its own for -t: script(1) gives it one.
+    let tty = Command::new("script")
+        .args(["-qec", "kubectl exec -it talker -- sh -c 'tty; stty size; exit 0'", "/dev/null"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("KUBECACHEDIR", c.dir.path().join("kubectl-cache"))
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.contains("/dev/pts/"), "{tty}");
+
+    // attach: what the container prints from now on.
+    let attached = kubectl_for(&c, &["attach", "talker"], std::time::Duration::from_secs(2));
+    assert!(attached.lines().any(|l| l.starts_with("tick ")), "{attached}");
+
+    // cp both ways (tar through exec); the pod sees the node's files, so a fresh path under the test's directory.
+    let src = c.dir.path().join("cp-src.txt");
+    std::fs::write(&src, "copied\n").unwrap();
+    let inside = c.dir.path().join("cp-inside.txt");
+    c.kubectl(&["cp", &src.to_string_lossy(), &format!("talker:{}", inside.display())]).ok();
+    assert_eq!(std::fs::read_to_string(&inside).unwrap(), "copied\n");
+    let back = c.dir.path().join("cp-back.txt");
+    c.kubectl(&["cp", &format!("talker:{}", inside.display()), &back.to_string_lossy()]).ok();
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied\n");
+
+    // port-forward to a pod, and to a service (a ready pod behind it, as kubectl picks one).
+    c.kubectl(&["expose", "deployment", "web", "--port", "80", "--target-port", "8080"]).ok();
+    let pods: Vec<String> = running_pods(&c, 2).into_iter().map(|p| p.0).collect();
+    let mut pf = c.kubectl_command(&["port-forward", &format!("pod/{}", pods[0]), "18080:8080"]).spawn().unwrap();
+    let answer = eventually("the pod answers through port-forward", || get("http://127.0.0.1:18080/"));
+    assert_eq!(answer, pods[0]);
+    let _ = pf.kill();
+    let _ = pf.wait();
+    let mut pf = c.kubectl_command(&["port-forward", "service/web", "18081:80"]).spawn().unwrap();
+    let answer = eventually("a pod answers through the service's port-forward", || get("http://127.0.0.1:18081/"));
+    assert!(pods.contains(&answer), "{answer} is one of {pods:?}");
+    let _ = pf.kill();
+    let _ = pf.wait();
+
+    // A port nothing listens on: kubelet's error, from kubectl.
+    let pf = c
+        .kubectl_command(&["port-forward", "pod/talker", "18082:9999"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("port-forward listens", || std::net::TcpStream::connect("127.0.0.1:18082").ok().map(|_| ()));
+    let out = pf.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error forwarding port 9999 to pod talker_default")
+            && stderr.contains("dial tcp4 127.0.0.1:9999: connect: connection refused"),
+        "{stderr}"
+    );
+
+    // exec into a container that has finished.
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: done}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: x, command: [\"true\"]}\n"),
+    )
+    .ok();
+    eventually("done is done", || {
+        (json(&c, &["get", "pod", "done", "-o", "json"])["status"]["phase"] == "Succeeded").then_some(())
+    });
+    let err = c.kubectl(&["exec", "done", "--", "true"]).err();
+    assert_eq!(err.trim(), "error: cannot exec into a container in a completed pod; current phase is Succeeded");
+}

@@ -13,12 +13,18 @@
 //! the exit record) and reporting the pod's status.
 
 pub mod env;
+pub mod exec;
 pub mod files;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod portforward;
 pub mod probe;
+pub mod server;
 pub mod shim;
+pub mod spdy;
+pub mod ws;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -67,6 +73,8 @@ pub struct Config {
     /// Leave pods running when the agent stops, for the next agent to adopt.
     pub keep_pods_on_exit: bool,
     pub max_pods: u32,
+    /// Serve logs, exec, attach and port-forward to the API server (kubelet's port 10250).
+    pub serve: Option<server::Tls>,
 }
 
 /// The node's pod CIDR, once the IPAM controller has assigned it.
@@ -180,6 +188,20 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
                 if let Err(e) = network.route_peers(wanted).await {
                     tracing::warn!(error = %e, "routing other nodes' pods failed");
                 }
+            }
+        });
+    }
+    if let Some(tls) = &config.serve {
+        let ctx = Arc::new(server::Context {
+            pods: pods.clone(),
+            state_dir: config.state_dir.clone(),
+            shim: config.shim.clone(),
+        });
+        let addr = std::net::SocketAddr::new(config.node_ip, server::PORT);
+        let (tls, stop) = (tls.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server::serve(addr, &tls, ctx, stop).await {
+                tracing::error!(error = %e, "the agent's server failed: no logs, exec or port-forward");
             }
         });
     }

@@ -32,6 +32,11 @@ impl Sandbox {
     pub fn netns_path(&self) -> PathBuf {
         Path::new(kubesvc_host::netns::RUN_DIR).join(&self.netns)
     }
+
+    /// Where the network namespace of pod `uid` is (or would be).
+    pub fn netns_path_of(uid: &str) -> PathBuf {
+        Path::new(kubesvc_host::netns::RUN_DIR).join(names(uid).0)
+    }
 }
 
 pub struct PodNetwork {

@@ -411,6 +411,17 @@ impl Worker {
             }
         };
         let argv = env::argv(c, &env);
+        // What a container runtime adds beneath the pod's own variables: the
+        // image's PATH (Docker's default, with no image) and HOSTNAME.
+        let mut env = env;
+        for (k, v) in [
+            ("HOSTNAME", files::uts_hostname(pod, &cfg.cluster_domain)),
+            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ] {
+            if !env.iter().any(|(n, _)| n == k) {
+                env.insert(0, (k.to_string(), v));
+            }
+        }
         let restarts = self.containers.get(&name).map_or(0, |s| s.restarts);
         let dir = self.pod_dir.join(&name);
         if let Err(e) = std::fs::create_dir_all(&dir) {

@@ -300,7 +300,11 @@ pub fn run(path: &Path) -> i32 {
 /// directory, environment and user), as `kubectl exec` and exec probes do.
 /// Replaces this process, so the caller sees the command's own stdio and exit
 /// status; returns only if that fails (126: could not enter, 127: not found).
-pub fn exec_in(pid: u32, argv: &[String]) -> i32 {
+pub fn exec_in(pid: u32, argv: &[String], tty: bool) -> i32 {
+    if tty && let Err(e) = controlling_terminal() {
+        eprintln!("cannot set up the terminal: {e}");
+        return 126;
+    }
     match enter(pid, argv) {
         Ok(never) => match never {},
         Err((code, message)) => {
@@ -308,6 +312,19 @@ pub fn exec_in(pid: u32, argv: &[String]) -> i32 {
             code
         }
     }
+}
+
+/// A new session whose controlling terminal is the one on stdin (opening a
+/// terminal as a session leader without one makes it so), on 0, 1 and 2.
+fn controlling_terminal() -> nix::Result<()> {
+    use nix::fcntl::{OFlag, open};
+    nix::unistd::setsid()?;
+    let name = nix::unistd::ttyname(std::io::stdin())?;
+    let fd = open(&name, OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
+    nix::unistd::dup2_stdin(&fd)?;
+    nix::unistd::dup2_stdout(&fd)?;
+    nix::unistd::dup2_stderr(&fd)?;
+    Ok(())
 }
 
 fn enter(pid: u32, argv: &[String]) -> Result<std::convert::Infallible, (i32, String)> {

@@ -19,6 +19,12 @@ pub enum Subresource {
     Binding,
     /// `namespaces/finalize`: update.
     Finalize,
+    /// `pods/log`: get, from the pod's node agent.
+    Log,
+    /// `pods/exec`, `pods/attach`, `pods/portforward`: streams to the node agent.
+    Exec,
+    Attach,
+    PortForward,
 }
 
 impl Subresource {
@@ -28,6 +34,10 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Finalize => "finalize",
+            Subresource::Log => "log",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
+            Subresource::PortForward => "portforward",
         }
     }
 
@@ -37,6 +47,10 @@ impl Subresource {
             "scale" => Subresource::Scale,
             "binding" => Subresource::Binding,
             "finalize" => Subresource::Finalize,
+            "log" => Subresource::Log,
+            "exec" => Subresource::Exec,
+            "attach" => Subresource::Attach,
+            "portforward" => Subresource::PortForward,
             _ => return None,
         })
     }
@@ -148,7 +162,14 @@ static RESOURCES: &[Resource] = &[
         categories: &["all"],
         namespaced: true,
         def: "io.k8s.api.core.v1.Pod",
-        subresources: &[Subresource::Status, Subresource::Binding],
+        subresources: &[
+            Subresource::Status,
+            Subresource::Binding,
+            Subresource::Log,
+            Subresource::Exec,
+            Subresource::Attach,
+            Subresource::PortForward,
+        ],
         rules: &PodRules,
         printer: Printer::Pod,
     },

@@ -80,6 +80,15 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 Subresource::Finalize => {
                     json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["update"]})
                 }
+                Subresource::Log => {
+                    json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get"]})
+                }
+                Subresource::Exec | Subresource::Attach => {
+                    json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "PodExecOptions", "verbs": ["create", "get"]})
+                }
+                Subresource::PortForward => {
+                    json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]})
+                }
             };
             out.push(entry);
         }

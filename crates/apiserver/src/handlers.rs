@@ -95,6 +95,17 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, identity: Identit
         Err(e) => return respond_error(&e, Negotiated::JSON),
     };
     let result = match target {
+        Target::Resource(rp)
+            if matches!(
+                rp.sub,
+                Some(Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward)
+            ) =>
+        {
+            match (rp.sub, rp.name.as_deref()) {
+                (Some(sub), Some(name)) => crate::nodeproxy::serve(&state, &rp.namespace, name, sub, req).await,
+                _ => Err(StatusError::method_not_allowed()),
+            }
+        }
         Target::Resource(rp) => serve_resource(&state, rp, req, n).await,
         Target::Unknown => Ok(respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n")),
         Target::NoSuchResource => Err(StatusError::no_such_resource()),

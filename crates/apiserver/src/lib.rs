@@ -19,6 +19,7 @@ pub mod follow;
 pub mod handlers;
 pub mod list;
 pub mod namespaces;
+pub mod nodeproxy;
 pub mod openapi;
 pub mod output;
 pub mod pki;
@@ -74,6 +75,8 @@ pub struct State {
     pub bookmark_interval: Duration,
     /// Asked before every authenticated request is served.
     pub authorizer: Arc<dyn auth::Authorizer>,
+    /// TLS towards node agents, for the pod subresources they serve.
+    pub node_tls: Arc<rustls::ClientConfig>,
 }
 
 pub struct Config {
@@ -220,6 +223,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Err
         shutdown: stopped.clone(),
         bookmark_interval: config.bookmark_interval,
         authorizer: config.authorizer,
+        node_tls: pki.kubelet_client_config()?,
     });
 
     namespaces::spawn_controller(state.clone());

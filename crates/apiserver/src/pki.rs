@@ -21,6 +21,8 @@ use crate::auth::GROUP_MASTERS;
 const CA_CN: &str = "kubesvc-ca";
 /// The user the admin client certificate names (in Kubernetes' superuser group).
 pub const ADMIN_CN: &str = "kubesvc-admin";
+/// The API server's user towards node agents, as kubeadm names it.
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
 
 /// Why a certificate could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +39,7 @@ pub enum PkiError {
     NoCertificate,
 }
 
-/// A client certificate and its key, PEM.
+/// A certificate and its key, PEM.
 pub struct ClientCertificate {
     pub cert_pem: String,
     pub key_pem: String,
@@ -55,6 +57,8 @@ pub struct Pki {
     pub server_cert_pem: String,
     server_key_der: Vec<u8>,
     pub admin: ClientCertificate,
+    /// The API server's own certificate towards node agents (logs, exec, port-forward).
+    pub kubelet_client: ClientCertificate,
     pub token: String,
 }
 
@@ -112,6 +116,29 @@ fn client_certificate(issuer: &Issuer<'static, KeyPair>, cn: &str, group: &str) 
     Ok(ClientCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
+/// A serving certificate for `names` (IP addresses and DNS names).
+fn serving_certificate(
+    issuer: &Issuer<'static, KeyPair>,
+    cn: &str,
+    names: &[String],
+) -> Result<ClientCertificate, Error> {
+    let mut sans: Vec<SanType> = Vec::new();
+    for n in names {
+        match n.parse::<IpAddr>() {
+            Ok(ip) => sans.push(SanType::IpAddress(ip)),
+            Err(_) => sans.push(SanType::DnsName(n.as_str().try_into().map_err(failed("a server name"))?)),
+        }
+    }
+    let key = KeyPair::generate().map_err(failed("making a serving key"))?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(failed("a serving certificate"))?;
+    p.subject_alt_names = sans;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    let cert = p.signed_by(&key, issuer).map_err(failed("signing a serving certificate"))?;
+    Ok(ClientCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
 impl Ca {
     /// The CA of an existing data directory; an error if it has none.
     pub fn load(dir: &Path) -> Result<Ca, Error> {
@@ -147,6 +174,11 @@ impl Ca {
         client_certificate(&self.issuer, cn, group)
     }
 
+    /// Issues a serving certificate for `names` (a node agent's, for its addresses).
+    pub fn issue_server(&self, cn: &str, names: &[String]) -> Result<ClientCertificate, Error> {
+        serving_certificate(&self.issuer, cn, names)
+    }
+
     /// Writes a kubeconfig for `user` holding `cert`, for a server at `server_url`.
     pub fn write_kubeconfig(
         &self,
@@ -177,22 +209,10 @@ impl Pki {
         let ca = Ca::load_or_create(dir)?;
         let issuer = &ca.issuer;
 
-        let mut sans: Vec<SanType> = Vec::new();
-        for n in server_names {
-            match n.parse::<IpAddr>() {
-                Ok(ip) => sans.push(SanType::IpAddress(ip)),
-                Err(_) => sans.push(SanType::DnsName(n.as_str().try_into().map_err(failed("a server name"))?)),
-            }
-        }
-        let server_key = KeyPair::generate().map_err(failed("making the serving key"))?;
-        let mut sp = CertificateParams::new(Vec::<String>::new()).map_err(failed("the serving certificate"))?;
-        sp.subject_alt_names = sans;
-        sp.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-        sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        sp.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        let server_cert = sp.signed_by(&server_key, issuer).map_err(failed("signing the serving certificate"))?;
-
+        let server = serving_certificate(issuer, "kube-apiserver", server_names)?;
+        let server_key = KeyPair::from_pem(&server.key_pem).map_err(failed("reading the serving key"))?;
         let admin = client_certificate(issuer, ADMIN_CN, GROUP_MASTERS)?;
+        let kubelet_client = client_certificate(issuer, KUBELET_CLIENT_CN, GROUP_MASTERS)?;
 
         let token_path = pki.join("token");
         let existing = match std::fs::read_to_string(&token_path) {
@@ -211,7 +231,14 @@ impl Pki {
             existing
         };
 
-        Ok(Pki { ca, server_cert_pem: server_cert.pem(), server_key_der: server_key.serialize_der(), admin, token })
+        Ok(Pki {
+            ca,
+            server_cert_pem: server.cert_pem,
+            server_key_der: server_key.serialize_der(),
+            admin,
+            kubelet_client,
+            token,
+        })
     }
 
     /// TLS for the API server: HTTP/2 and HTTP/1.1, client certificates
@@ -234,6 +261,26 @@ impl Pki {
             .with_single_cert(chain, key)
             .map_err(tls)?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    /// TLS towards node agents: their serving certificates verified against
+    /// the CA, the API server's kubelet-client certificate presented.
+    pub fn kubelet_client_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = |e: rustls::Error| Error::Pki("the node agent TLS configuration", e.into());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der.clone()).map_err(tls)?;
+        let chain = vec![first_cert("the kubelet client certificate", &self.kubelet_client.cert_pem)?];
+        let key = KeyPair::from_pem(&self.kubelet_client.key_pem).map_err(failed("reading the kubelet client key"))?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(tls)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 

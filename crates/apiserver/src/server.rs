@@ -66,7 +66,7 @@ pub async fn serve(
                         let (state, identity) = (state.clone(), identity.clone());
                         async move { Ok::<_, Infallible>(handlers::handle(state, req, identity).await) }
                     });
-                    let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
