@@ -446,3 +446,70 @@ spec:
     let err = c.kubectl(&["exec", "done", "--", "true"]).err();
     assert_eq!(err.trim(), "error: cannot exec into a container in a completed pod; current phase is Succeeded");
 }
+
+/// Seed 003's walkthrough, typed as the article types it, from `kubesvc up`
+/// (one node, as `up` defaults) to the page on http://localhost:8090.
+#[test]
+fn seed_003_walkthrough_from_up_to_the_page_on_localhost_8090() {
+    let bin = env!("CARGO_BIN_EXE_kubesvc");
+    let c = Cluster::up(bin, 1).unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let deployment = examples.join("apache-deployment.yaml");
+    let out = c.kubectl(&["apply", "-f", &deployment.to_string_lossy()]).ok();
+    assert_eq!(out, "deployment.apps/apache-deployment created\n");
+
+    let table = eventually("4/4 ready", || {
+        let t = c.kubectl(&["get", "deployment", "apache-deployment"]).ok();
+        t.lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().take(4).eq(["apache-deployment", "4/4", "4", "4"]))
+            .then_some(t)
+    });
+    assert!(table.starts_with("NAME                READY   UP-TO-DATE   AVAILABLE   AGE\n"), "{table}");
+
+    let out = c
+        .kubectl(&[
+            "expose",
+            "deployment",
+            "apache-deployment",
+            "--name=apache-http-service",
+            "--type=ClusterIP",
+            "--port=8080",
+            "--target-port=8080",
+        ])
+        .ok();
+    assert_eq!(out, "service/apache-http-service exposed\n");
+    let svc = c.kubectl(&["get", "service", "apache-http-service"]).ok();
+    let row: Vec<&str> = svc.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        svc.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    );
+    assert_eq!((row[0], row[1], row[3], row[4]), ("apache-http-service", "ClusterIP", "<none>", "8080/TCP"));
+    assert!(row[2].starts_with("10."), "a cluster IP from 10.96.0.0/12: {svc}");
+
+    let mut pf = c
+        .kubectl_command(&["port-forward", "service/apache-http-service", "8090:8080"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let page = eventually("the page on localhost:8090", || get("http://localhost:8090"));
+    assert!(page.contains("<h1>It works!</h1>"), "{page}");
+    assert!(page.contains("Served by apache-deployment-"), "{page}");
+    let _ = pf.kill();
+    let out = pf.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("Forwarding from 127.0.0.1:8090 -> 8080\nForwarding from [::1]:8090 -> 8080\n"), "{said}");
+
+    // The hand-written Service of the article selects the same pods.
+    c.kubectl(&["delete", "service", "apache-http-service"]).ok();
+    let service = examples.join("apache-http-service.yaml");
+    assert_eq!(c.kubectl(&["apply", "-f", &service.to_string_lossy()]).ok(), "service/apache-http-service created\n");
+    let eps = eventually("its endpoints", || {
+        let s =
+            json(&c, &["get", "endpointslices", "-l", "kubernetes.io/service-name=apache-http-service", "-o", "json"]);
+        let n = s["items"][0]["endpoints"].as_array().map_or(0, |e| e.len());
+        (n == 4).then_some(n)
+    });
+    assert_eq!(eps, 4);
+}
