@@ -11,10 +11,14 @@
 //! measures the endpoint controllers at two scales side by side (see
 //! `controllers.rs`).
 //!
+//! `kubesvc-bench nodes [--nodes 1,2] [--replicas 100] [--boots 5]` measures
+//! `kubesvc up` and the node agent (see `nodes.rs`).
+//!
 //! Build everything first (`cargo build --release --workspace`): the benchmark
 //! runs the `kubesvc` binary next to its own.
 
 mod controllers;
+mod nodes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -332,7 +336,8 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
 }
 
 const USAGE: &str = "usage: kubesvc-bench apiserver [--services N] [--clients C] [--watchers W] [--updates U]
-       kubesvc-bench controllers [--services S1,S2] [--flips N] [--burst N]";
+       kubesvc-bench controllers [--services S1,S2] [--flips N] [--burst N]
+       kubesvc-bench nodes [--nodes 1,2] [--replicas 100] [--boots 5]";
 
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -340,6 +345,7 @@ fn main() -> Result<()> {
     match argv.first().map(String::as_str) {
         Some("apiserver") => apiserver(&bin, &parse_args(&argv[1..])?),
         Some("controllers") => controllers::main(&bin, &argv[1..]),
+        Some("nodes") => nodes::main(&bin, &argv[1..]),
         _ => bail!("{USAGE}"),
     }
 }

@@ -156,9 +156,7 @@ async fn node_network(
     made.links.push(node.host_veth.clone());
     save(dir, made)?;
     let ns = NetNs::create(&node.netns)?;
-    let peer = format!("{}p", node.host_veth);
-    nl.add_veth(&node.host_veth, &peer).await?;
-    nl.move_to(&peer, &ns, "eth0").await?;
+    nl.add_veth_into(&node.host_veth, "eth0", &ns).await?;
     nl.set_master(&node.host_veth, BRIDGE).await?;
     nl.set_up(&node.host_veth).await?;
     let inside = Netlink::connect_in(&ns)?;

@@ -24,6 +24,10 @@ struct Agent {
 
 impl Agent {
     fn start(c: &Cluster, name: &str) -> Agent {
+        Self::start_with(c, name, &[])
+    }
+
+    fn start_with(c: &Cluster, name: &str, extra: &[&str]) -> Agent {
         let dir = c.dir.path().join(format!("agent-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::File::create(dir.join("agent.log")).unwrap();
@@ -33,6 +37,7 @@ impl Agent {
             .arg(&c.kubeconfig)
             .arg("--state-dir")
             .arg(dir.join("state"))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -131,9 +136,6 @@ fn pods_run_as_processes_with_their_own_network_files_and_environment() {
         std::panic::catch_unwind(|| http_get(&ip, 8080)).ok().filter(|p| p.starts_with("HTTP/1.0 200"))
     });
     assert!(page.contains("Directory listing"), "{page}");
-    let logs = c.kubectl(&["logs", "web"]);
-    // kubectl logs needs the agent's log endpoint (a later slice); the log file is on the node.
-    let _ = logs;
     let uid = c.kubectl(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]).ok();
     agent.pod_uids.push(uid.clone());
     let log_file = agent.dir.join("state/pods").join(&uid).join("main/0.log");
@@ -200,4 +202,45 @@ fn pods_run_as_processes_with_their_own_network_files_and_environment() {
     // The agent stopping takes everything it started with it.
     assert_eq!(agent.stop(), Some(0), "{}", agent.log());
     assert!(!kubesvc_host::NetNs::exists(&format!("kubesvc-pod-{look_uid}")), "{}", agent.log());
+}
+
+#[test]
+fn an_agent_asked_to_keep_pods_hands_them_running_to_the_next_agent() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_kubesvc")).unwrap();
+    let mut first = Agent::start_with(&c, "node-1", &["--keep-pods-on-exit"]);
+    apply(&c, &pod_yaml("kept", "echo up; exec sleep 3600", ""));
+    let status = running(&c, "kept");
+    let ip = status["podIP"].as_str().unwrap().to_string();
+    let uid = c.kubectl(&["get", "pod", "kept", "-o", "jsonpath={.metadata.uid}"]).ok();
+    first.pod_uids.push(uid.clone());
+    let record = first.dir.join("state/pods").join(&uid).join("main/0.running");
+    let pid: i32 = eventually("the shim's record of the command", || {
+        let r: Value = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+        r["pid"].as_i64().map(|p| p as i32)
+    });
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+
+    // The first agent goes; the pod's process and network stay.
+    assert_eq!(first.stop(), Some(0), "{}", first.log());
+    assert!(alive(pid), "the container outlives an agent asked to keep pods");
+    assert!(kubesvc_host::NetNs::exists(&format!("kubesvc-pod-{uid}")));
+
+    // The next agent adopts it: same process, same address, no restart, no second run.
+    let mut second = Agent::start_with(&c, "node-1", &["--keep-pods-on-exit"]);
+    second.pod_uids.push(uid.clone());
+    eventually("the next agent adopts the container", || {
+        second.log().contains("adopted a running container").then_some(())
+    });
+    let status = running(&c, "kept");
+    assert_eq!(status["podIP"], ip.as_str());
+    assert_eq!(status["containerStatuses"][0]["restartCount"], 0);
+    assert!(status["containerStatuses"][0]["state"]["running"].is_object(), "{status}");
+    assert!(alive(pid));
+    assert!(!second.dir.join("state/pods").join(&uid).join("main/1.log").exists(), "no second run was started");
+
+    // And stops it when the pod is deleted.
+    c.kubectl(&["delete", "pod", "kept", "--grace-period=2"]).ok();
+    eventually("the adopted process is gone", || (!alive(pid)).then_some(()));
+    assert!(!kubesvc_host::NetNs::exists(&format!("kubesvc-pod-{uid}")));
+    assert_eq!(second.stop(), Some(0), "{}", second.log());
 }

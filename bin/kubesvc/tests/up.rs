@@ -513,3 +513,82 @@ fn seed_003_walkthrough_from_up_to_the_page_on_localhost_8090() {
     });
     assert_eq!(eps, 4);
 }
+
+#[test]
+fn init_containers_run_in_order_before_the_app_and_pre_stop_runs_before_sigterm() {
+    let bin = env!("CARGO_BIN_EXE_kubesvc");
+    let c = Cluster::up(bin, 1).unwrap();
+    let dir = c.dir.path().display().to_string();
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: initialized}}
+spec:
+  initContainers:
+  - {{name: first, image: x, command: ["sh", "-c", "echo first > {dir}/order"]}}
+  - {{name: second, image: x, command: ["sh", "-c", "echo second >> {dir}/order"]}}
+  containers:
+  - {{name: main, image: x, command: ["sh", "-c", "cat {dir}/order; sleep 3600"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: stuck}}
+spec:
+  initContainers:
+  - {{name: fail, image: x, command: ["sh", "-c", "exit 1"]}}
+  containers:
+  - {{name: main, image: x, command: ["sleep", "3600"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: main
+    image: x
+    command: ["sh", "-c", "trap 'echo TERM >> {dir}/hook; exit 0' TERM; while true; do sleep 0.1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop >> {dir}/hook; sleep 1"]}}
+"#
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest)).ok();
+    eventually("the app container runs after both init containers", || {
+        let logs = c.kubectl(&["logs", "initialized", "-c", "main"]);
+        (logs.success && logs.stdout == "first\nsecond\n").then_some(())
+    });
+    let p = json(&c, &["get", "pod", "initialized", "-o", "json"]);
+    let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    for s in inits {
+        assert_eq!(s["state"]["terminated"]["reason"], "Completed", "{s}");
+        assert_eq!(s["ready"], true);
+    }
+    let conditions = p["status"]["conditions"].as_array().unwrap();
+    assert!(conditions.iter().any(|c| c["type"] == "Initialized" && c["status"] == "True"));
+
+    // A failing init container holds the pod in Pending and backs off; the app never starts.
+    let stuck = eventually("the failing init container backs off", || {
+        let p = json(&c, &["get", "pod", "stuck", "-o", "json"]);
+        (p["status"]["initContainerStatuses"][0]["restartCount"].as_i64() >= Some(1)).then_some(p)
+    });
+    assert_eq!(stuck["status"]["phase"], "Pending");
+    let init =
+        stuck["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Initialized").cloned().unwrap();
+    assert_eq!(init["status"], "False");
+    assert_eq!(init["message"], "containers with incomplete status: [fail]");
+    assert_eq!(stuck["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+    let table = c.kubectl(&["get", "pod", "stuck"]).ok();
+    assert!(table.contains("Init:"), "{table}");
+
+    // preStop, then SIGTERM: the hook's line comes first.
+    eventually("hooked runs", || {
+        (json(&c, &["get", "pod", "hooked", "-o", "json"])["status"]["phase"] == "Running").then_some(())
+    });
+    let started = std::time::Instant::now();
+    c.kubectl(&["delete", "pod", "hooked"]).ok();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "the hook's second passed before SIGTERM");
+    assert_eq!(std::fs::read_to_string(c.dir.path().join("hook")).unwrap(), "prestop\nTERM\n");
+}

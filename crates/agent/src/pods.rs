@@ -72,6 +72,15 @@ struct ContainerState {
     started_once: bool,
 }
 
+/// What a container's state counts as for the pod's phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Running,
+    Waiting,
+    Succeeded,
+    Failed,
+}
+
 struct Running {
     /// The shim's pid.
     pid: u32,
@@ -83,6 +92,8 @@ struct Running {
     probes: probe::Probes,
     /// Being stopped for a failed probe: SIGKILL at this instant.
     kill_at: Option<Instant>,
+    /// Started by an earlier agent: `pid` is the command's, and the exit is read from the shim's record.
+    adopted: bool,
 }
 
 impl Running {
@@ -93,7 +104,9 @@ impl Running {
 
 /// Sends `sig` to a container: to the shim, which forwards it to the command's group.
 fn signal_shim(run: &Running, sig: Signal) {
-    let _ = kill(Pid::from_raw(run.pid as i32), sig);
+    // An adopted container's shim is not ours to find: its command's group is signalled.
+    let target = if run.adopted { -(run.pid as i32) } else { run.pid as i32 };
+    let _ = kill(Pid::from_raw(target), sig);
 }
 
 /// The command's process group, from the shim's record of it, killed outright.
@@ -157,6 +170,8 @@ pub struct Worker {
     pod_dir: PathBuf,
     started: String,
     last_status: Option<Value>,
+    /// Whether containers an earlier agent left running were looked for.
+    looked_for_survivors: bool,
     exited: Arc<Notify>,
 }
 
@@ -174,6 +189,7 @@ impl Worker {
             pod_dir,
             started: started.unwrap_or_else(now_time),
             last_status: None,
+            looked_for_survivors: false,
             exited: Arc::new(Notify::new()),
         }
     }
@@ -184,8 +200,12 @@ impl Worker {
 
     async fn event(&self, pod: &Pod, container: Option<&str>, ty: EventType, reason: &str, message: &str) {
         let mut about = reference(pod);
-        about.field_path = container.map(|c| format!("spec.containers{{{c}}}"));
-        self.shared.recorder.record(&about, ty, reason, message).await;
+        let init = |c: &str| pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten()).any(|i| i.name == c);
+        about.field_path = container
+            .map(|c| if init(c) { format!("spec.initContainers{{{c}}}") } else { format!("spec.containers{{{c}}}") });
+        // As kubelet's broadcaster: recorded on the side, never holding up the pod.
+        let (recorder, reason, message) = (self.shared.recorder.clone(), reason.to_string(), message.to_string());
+        tokio::spawn(async move { recorder.record(&about, ty, &reason, &message).await });
     }
 
     /// Runs the pod until it is deleted and gone (or the agent stops).
@@ -253,14 +273,37 @@ impl Worker {
     async fn sync(&mut self, pod: &Pod) -> Result<(), Error> {
         let uid = pod.uid().unwrap_or_default();
         if self.sandbox.is_none() {
+            let began = Instant::now();
             let sandbox = self.shared.network.setup(&uid).await?;
+            tracing::debug!(pod = %pod.name_any(), took = ?began.elapsed(), "the pod's network is set up");
             self.write_files(pod, &sandbox.ips)?;
             self.sandbox = Some(sandbox);
+        }
+        if !self.looked_for_survivors {
+            self.looked_for_survivors = true;
+            self.adopt(pod);
         }
         self.reap().await;
         self.probe_results(pod).await;
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec.restart_policy.as_deref().unwrap_or("Always").to_string();
+        // Init containers run one at a time, in order, each to success (a
+        // failed one restarts with back-off, unless the policy is Never).
+        for c in spec.init_containers.iter().flatten() {
+            let state = self.containers.entry(c.name.clone()).or_default();
+            if state.running.is_some() {
+                return self.report(pod).await;
+            }
+            match &state.last {
+                Some(r) if r.exit_code == 0 => continue,
+                Some(_) if policy == "Never" => return self.report(pod).await,
+                _ => {}
+            }
+            if state.not_before.is_none_or(|t| t <= Instant::now()) {
+                self.start(pod, c).await;
+            }
+            return self.report(pod).await;
+        }
         for c in &spec.containers {
             let state = self.containers.entry(c.name.clone()).or_default();
             if state.running.is_some() {
@@ -299,6 +342,69 @@ impl Worker {
         write("resolv.conf", files::resolv_conf(pod, &dns, &self.shared.host_resolv).render())?;
         write("hostname", format!("{}\n", files::uts_hostname(pod, &cfg.cluster_domain)))?;
         Ok(())
+    }
+
+    /// Takes over the containers an earlier agent left running (it was asked
+    /// to keep pods across a restart): the latest run of each container whose
+    /// shim recorded a start and no end, and whose command is alive.
+    fn adopt(&mut self, pod: &Pod) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let all = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+        let pod_ip = self.sandbox.as_ref().and_then(|s| s.ips.first().copied()).unwrap_or(self.shared.config.node_ip);
+        for c in all {
+            let dir = self.pod_dir.join(&c.name);
+            let runs = crate::logs::runs(&dir);
+            let read = |n: u32, ext: &str| -> Option<ShimResult> {
+                serde_json::from_slice(&std::fs::read(dir.join(format!("{n}.{ext}"))).ok()?).ok()
+            };
+            let Some(&n) = runs.last() else { continue };
+            let state = self.containers.entry(c.name.clone()).or_default();
+            // Earlier runs count as restarts, and the newest ended one is the last state.
+            state.restarts = n as i32;
+            state.started_once = true;
+            state.last = runs.iter().rev().find_map(|r| read(*r, "result"));
+            let (Some(running), None) = (read(n, "running"), read(n, "result")) else { continue };
+            let Some(pid) = running.pid.filter(|p| kill(Pid::from_raw(*p as i32), None).is_ok()) else { continue };
+            let result_path = dir.join(format!("{n}.result"));
+            let (tx, exit) = watch::channel(None);
+            let (watched, exited) = (result_path.clone(), self.exited.clone());
+            // Not our child: its end is the shim's record (or the command gone without one).
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(bytes) = std::fs::read(&watched) {
+                        let code = serde_json::from_slice::<ShimResult>(&bytes).map_or(137, |r| r.exit_code);
+                        tx.send_replace(Some(code));
+                        break;
+                    }
+                    if kill(Pid::from_raw(pid as i32), None).is_err() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if !watched.exists() {
+                            tx.send_replace(Some(137));
+                            break;
+                        }
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                exited.notify_one();
+            });
+            let target = probe::Target {
+                pod_ip,
+                running: result_path.with_extension("running"),
+                shim: self.shared.config.shim.clone(),
+            };
+            state.running = Some(Running {
+                pid,
+                started_at: trim(&running.started_at),
+                since: Instant::now(),
+                result_path,
+                exit,
+                probes: probe::start(c, target, self.exited.clone()),
+                kill_at: None,
+                adopted: true,
+            });
+            tracing::info!(pod = %pod.name_any(), container = %c.name, pid, "adopted a running container");
+        }
     }
 
     /// Failed probes become events; a container whose liveness or startup
@@ -498,6 +604,7 @@ impl Worker {
                     exit,
                     probes,
                     kill_at: None,
+                    adopted: false,
                 });
                 self.event(pod, Some(&name), EventType::Normal, "Created", &format!("Created container: {name}")).await;
                 self.event(pod, Some(&name), EventType::Normal, "Started", &format!("Started container {name}")).await;
@@ -509,72 +616,98 @@ impl Worker {
     }
 
     /// The pod's status as kubelet computes it; posted when it changed.
+    /// One container's status as kubelet reports it, and what it counts as.
+    fn container_status(&self, pod: &Pod, c: &Container, policy: &str) -> (Value, Class, bool) {
+        let s = self.containers.get(&c.name);
+        let restarts = s.map_or(0, |s| s.restarts);
+        let mut started = false;
+        let (state, class, ready) = match s {
+            Some(ContainerState { running: Some(run), .. }) => {
+                let verdict = run.probes.verdict.borrow().clone();
+                started = verdict.started;
+                (json!({"running": {"startedAt": run.started_at}}), Class::Running, verdict.ready)
+            }
+            Some(st) if st.waiting.is_some() => {
+                let (reason, message) = st.waiting.clone().unwrap_or_default();
+                (json!({"waiting": {"reason": reason, "message": message}}), Class::Waiting, false)
+            }
+            Some(st)
+                if st.last.is_some()
+                    && st.not_before.is_some_and(|t| t > Instant::now())
+                    && policy != "Never"
+                    && !(policy == "OnFailure" && st.last.as_ref().is_some_and(|r| r.exit_code == 0)) =>
+            {
+                let message = format!(
+                    "back-off {} restarting failed container={} pod={}_{}({})",
+                    go_duration(st.waiting_for),
+                    c.name,
+                    pod.name_any(),
+                    pod.namespace().unwrap_or_default(),
+                    pod.uid().unwrap_or_default()
+                );
+                (json!({"waiting": {"reason": "CrashLoopBackOff", "message": message}}), Class::Waiting, false)
+            }
+            Some(ContainerState { last: Some(r), .. }) => {
+                let class = if r.exit_code == 0 { Class::Succeeded } else { Class::Failed };
+                (terminated(r), class, false)
+            }
+            _ => (json!({"waiting": {"reason": "ContainerCreating"}}), Class::Waiting, false),
+        };
+        let mut st = json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+            "state": state, "ready": ready, "restartCount": restarts, "started": started});
+        if let Some(last) = s.and_then(|s| if s.running.is_some() { s.last.as_ref() } else { s.previous.as_ref() }) {
+            st["lastState"] = terminated(last);
+        }
+        (st, class, ready)
+    }
+
+    /// The pod's status as kubelet computes it; posted when it changed.
     async fn report(&mut self, pod: &Pod) -> Result<(), Error> {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        // Init containers: each done (exit 0) before the next; ready once done.
+        let mut init_statuses = Vec::new();
+        let mut incomplete = Vec::new();
+        let mut init_failed = false;
+        for c in spec.init_containers.iter().flatten() {
+            let (mut st, class, _) =
+                self.container_status(pod, c, if policy == "Never" { "Never" } else { "OnFailure" });
+            let done = class == Class::Succeeded;
+            st["ready"] = json!(done);
+            st["started"] = json!(class == Class::Running);
+            if !done {
+                incomplete.push(c.name.clone());
+            }
+            init_failed |= class == Class::Failed && policy == "Never";
+            init_statuses.push(st);
+        }
+        let initialized = incomplete.is_empty();
         let mut statuses = Vec::new();
         let (mut running, mut waiting, mut succeeded, mut failed) = (0, 0, 0, 0);
         let mut unready = Vec::new();
         for c in &spec.containers {
-            let s = self.containers.get(&c.name);
-            let restarts = s.map_or(0, |s| s.restarts);
-            let mut started = false;
-            let (state, ready) = match s {
-                Some(ContainerState { running: Some(run), .. }) => {
-                    running += 1;
-                    let verdict = run.probes.verdict.borrow().clone();
-                    started = verdict.started;
-                    (json!({"running": {"startedAt": run.started_at}}), verdict.ready)
-                }
-                Some(st) if st.waiting.is_some() => {
-                    waiting += 1;
-                    let (reason, message) = st.waiting.clone().unwrap_or_default();
-                    (json!({"waiting": {"reason": reason, "message": message}}), false)
-                }
-                Some(st)
-                    if st.last.is_some()
-                        && st.not_before.is_some_and(|t| t > Instant::now())
-                        && policy != "Never"
-                        && !(policy == "OnFailure" && st.last.as_ref().is_some_and(|r| r.exit_code == 0)) =>
-                {
-                    waiting += 1;
-                    let message = format!(
-                        "back-off {} restarting failed container={} pod={}_{}({})",
-                        go_duration(st.waiting_for),
-                        c.name,
-                        pod.name_any(),
-                        pod.namespace().unwrap_or_default(),
-                        pod.uid().unwrap_or_default()
-                    );
-                    (json!({"waiting": {"reason": "CrashLoopBackOff", "message": message}}), false)
-                }
-                Some(ContainerState { last: Some(r), .. }) => {
-                    if r.exit_code == 0 {
-                        succeeded += 1
-                    } else {
-                        failed += 1
-                    }
-                    (terminated(r), false)
-                }
-                _ => {
-                    waiting += 1;
-                    (json!({"waiting": {"reason": "ContainerCreating"}}), false)
-                }
-            };
+            let (mut st, class, ready) = self.container_status(pod, c, policy);
+            if !initialized && class == Class::Waiting && !self.containers.contains_key(&c.name) {
+                st["state"] = json!({"waiting": {"reason": "PodInitializing"}});
+            }
+            match class {
+                Class::Running => running += 1,
+                Class::Waiting => waiting += 1,
+                Class::Succeeded => succeeded += 1,
+                Class::Failed => failed += 1,
+            }
             if !ready {
                 unready.push(c.name.clone());
-            }
-            let mut st = json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "state": state, "ready": ready, "restartCount": restarts, "started": started});
-            if let Some(last) = s.and_then(|s| if s.running.is_some() { s.last.as_ref() } else { s.previous.as_ref() })
-            {
-                st["lastState"] = terminated(last);
             }
             statuses.push(st);
         }
         statuses.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         let total = spec.containers.len();
-        let phase = if running > 0 {
+        let phase = if init_failed {
+            "Failed"
+        } else if !initialized {
+            "Pending"
+        } else if running > 0 {
             "Running"
         } else if waiting > 0 {
             "Pending"
@@ -600,6 +733,12 @@ impl Worker {
                     "message": format!("containers with unready status: [{}]", unready.join(" "))})
             }
         };
+        let initialized_cond = if initialized {
+            json!({"type": "Initialized", "status": "True"})
+        } else {
+            json!({"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized",
+                "message": format!("containers with incomplete status: [{}]", incomplete.join(" "))})
+        };
         let ips: Vec<Value> =
             self.sandbox.iter().flat_map(|s| s.ips.iter()).map(|ip| json!({"ip": ip.to_string()})).collect();
         let host = self.shared.config.node_ip.to_string();
@@ -607,7 +746,7 @@ impl Worker {
             "phase": phase,
             "conditions": [
                 {"type": "PodReadyToStartContainers", "status": if self.sandbox.is_some() { "True" } else { "False" }},
-                {"type": "Initialized", "status": "True"},
+                initialized_cond,
                 ready_cond("Ready"),
                 ready_cond("ContainersReady"),
                 {"type": "PodScheduled", "status": "True"},
@@ -618,6 +757,10 @@ impl Worker {
             "startTime": self.started,
             "containerStatuses": statuses,
         });
+        let mut status = status;
+        if !init_statuses.is_empty() {
+            status["initContainerStatuses"] = json!(init_statuses);
+        }
         if self.last_status.as_ref() == Some(&status) {
             return Ok(());
         }
@@ -626,6 +769,54 @@ impl Worker {
         api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await?;
         self.last_status = Some(status);
         Ok(())
+    }
+
+    /// Runs the preStop hooks of the running containers side by side, each
+    /// for at most `grace`; a failed one is an event, and stopping goes on.
+    async fn pre_stop(&self, pod: &Pod, grace: Duration) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let pod_ip = self.sandbox.as_ref().and_then(|s| s.ips.first().copied()).unwrap_or(self.shared.config.node_ip);
+        let mut hooks = Vec::new();
+        for c in &spec.containers {
+            let (Some(run), Some(hook)) = (
+                self.containers.get(&c.name).and_then(|s| s.running.as_ref()),
+                c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()),
+            ) else {
+                continue;
+            };
+            let target = probe::Target {
+                pod_ip,
+                running: run.result_path.with_extension("running"),
+                shim: self.shared.config.shim.clone(),
+            };
+            let ports: Vec<(String, i32)> =
+                c.ports.iter().flatten().filter_map(|p| p.name.clone().map(|n| (n, p.container_port))).collect();
+            let name = c.name.clone();
+            hooks.push(async move {
+                let outcome = match &hook.sleep {
+                    Some(s) => {
+                        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(grace)).await;
+                        probe::Outcome::Success
+                    }
+                    None => {
+                        let as_probe = k8s_openapi::api::core::v1::Probe {
+                            exec: hook.exec.clone(),
+                            http_get: hook.http_get.clone(),
+                            tcp_socket: hook.tcp_socket.clone(),
+                            ..Default::default()
+                        };
+                        probe::run(&as_probe, &target, &ports, grace).await
+                    }
+                };
+                (name, outcome)
+            });
+        }
+        for (name, outcome) in futures::future::join_all(hooks).await {
+            if let probe::Outcome::Failure(why) = outcome {
+                let message = format!("PreStopHook failed: {why}");
+                self.event(pod, Some(&name), EventType::Warning, "FailedPreStopHook", &message).await;
+            }
+        }
     }
 
     /// Stops every container: SIGTERM, `grace`, SIGKILL.
@@ -663,7 +854,11 @@ impl Worker {
         for n in &names {
             self.event(pod, Some(n), EventType::Normal, "Killing", &format!("Stopping container {n}")).await;
         }
-        self.stop_all(Duration::from_secs(grace as u64)).await;
+        // preStop hooks first, within the grace period; SIGTERM gets what is left (at least 2 s, as kubelet).
+        let grace = Duration::from_secs(grace as u64);
+        let began = Instant::now();
+        self.pre_stop(pod, grace).await;
+        self.stop_all(grace.saturating_sub(began.elapsed()).max(Duration::from_secs(2))).await;
         let uid = pod.uid().unwrap_or_default();
         if let Err(e) = self.shared.network.teardown(&uid).await {
             tracing::warn!(pod = %pod.name_any(), error = %e, "removing the pod's network failed");

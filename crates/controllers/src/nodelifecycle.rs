@@ -17,7 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::scheduler::tolerates;
 use crate::{Error, Options};
@@ -58,6 +58,9 @@ pub struct Controller {
     on_node: Arc<Mutex<PodsByNode>>,
     node_events: Recorder,
     eviction_events: Recorder,
+    /// A node changed: its taints follow its conditions at once, as Kubernetes'
+    /// tainting pass runs on node updates, not only every monitor period.
+    node_changed: Arc<Notify>,
 }
 
 fn condition<'a>(n: &'a Node, ty: &str) -> Option<&'a NodeCondition> {
@@ -142,6 +145,9 @@ impl Controller {
         pods: &Informer<Pod>,
         opts: &Options,
     ) -> Arc<Self> {
+        let node_changed = Arc::new(Notify::new());
+        let wake = node_changed.clone();
+        nodes.on_change(move |_| wake.notify_one());
         let on_node: Arc<Mutex<PodsByNode>> = Arc::default();
         let index = on_node.clone();
         pods.on_change(move |change| {
@@ -170,6 +176,7 @@ impl Controller {
             grace: opts.node_monitor_grace_period,
             probes: Mutex::new(HashMap::new()),
             evictions: Mutex::new(HashMap::new()),
+            node_changed,
         })
     }
 
@@ -183,6 +190,7 @@ impl Controller {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(MONITOR_PERIOD.min(me.grace / 2).max(Duration::from_millis(200))) => {}
+                    _ = me.node_changed.notified() => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }

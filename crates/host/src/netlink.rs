@@ -97,6 +97,29 @@ impl Netlink {
         self.handle.link().add(msg).execute().await.map_err(nl(format!("adding veth {name}/{peer}")))
     }
 
+    /// A veth pair made straight across namespaces: `name` here, `peer` in
+    /// `ns`. Several times faster than making both here and moving one: a
+    /// link moving namespaces waits for the kernel's network to quiesce
+    /// (about 18 ms a move on our machine, against 2 ms for this).
+    pub async fn add_veth_into(&self, name: &str, peer: &str, ns: &NetNs) -> Result<()> {
+        use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
+        use std::os::fd::AsRawFd;
+        let file = ns.file()?;
+        let mut msg = LinkVeth::new(name, peer).build();
+        for attr in msg.attributes.iter_mut() {
+            if let LinkAttribute::LinkInfo(infos) = attr {
+                for info in infos.iter_mut() {
+                    if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))) = info {
+                        peer_msg.attributes.push(LinkAttribute::NetNsFd(file.as_raw_fd()));
+                    }
+                }
+            }
+        }
+        let done = self.handle.link().add(msg).execute().await;
+        drop(file);
+        done.map_err(nl(format!("adding veth {name} with {peer} in namespace {}", ns.name())))
+    }
+
     /// A bridge `name`.
     pub async fn add_bridge(&self, name: &str) -> Result<()> {
         let msg = LinkBridge::new(name).build();

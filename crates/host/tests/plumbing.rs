@@ -91,8 +91,7 @@ async fn a_veth_between_two_namespaces_carries_tcp() {
 async fn routed_point_to_point_as_for_a_pod() {
     let (node, pod) = (Scoped::new("node"), Scoped::new("pod"));
     let (nn, np) = (Netlink::connect_in(node.ns()).unwrap(), Netlink::connect_in(pod.ns()).unwrap());
-    nn.add_veth("vethpod", "tmp0").await.unwrap();
-    nn.move_to("tmp0", pod.ns(), "eth0").await.unwrap();
+    nn.add_veth_into("vethpod", "eth0", pod.ns()).await.unwrap();
     nn.add_address("vethpod", ip("10.244.1.1"), 32).await.unwrap();
     np.add_address("eth0", ip("10.244.1.5"), 32).await.unwrap();
     for (n, link) in [(&nn, "vethpod"), (&nn, "lo"), (&np, "eth0"), (&np, "lo")] {
