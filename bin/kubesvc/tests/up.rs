@@ -418,6 +418,17 @@ spec:
     let _ = pf.kill();
     let _ = pf.wait();
 
+    // kubectl before 1.31 (and kube-apiserver, to kubelet) speak plain SPDY: the same forward.
+    let mut pf = c
+        .kubectl_command(&["port-forward", &format!("pod/{}", pods[1]), "18083:8080"])
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
+        .spawn()
+        .unwrap();
+    let answer = eventually("the pod answers through SPDY port-forward", || get("http://127.0.0.1:18083/"));
+    assert_eq!(answer, pods[1]);
+    let _ = pf.kill();
+    let _ = pf.wait();
+
     // A port nothing listens on: kubelet's error, from kubectl.
     let pf = c
         .kubectl_command(&["port-forward", "pod/talker", "18082:9999"])
@@ -433,6 +444,15 @@ spec:
             && stderr.contains("dial tcp4 127.0.0.1:9999: connect: connection refused"),
         "{stderr}"
     );
+
+    // runAsUser/runAsGroup: the command and what exec runs beside it.
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: nobody}\nspec:\n  securityContext: {runAsUser: 65534, runAsGroup: 65534}\n  containers:\n  - {name: c, image: x, command: [\"sh\", \"-c\", \"id -u; id -g; sleep 3600\"]}\n"),
+    )
+    .ok();
+    eventually("nobody runs", || (c.kubectl(&["logs", "nobody"]).stdout == "65534\n65534\n").then_some(()));
+    assert_eq!(c.kubectl(&["exec", "nobody", "--", "id", "-u"]).ok(), "65534\n");
 
     // exec into a container that has finished.
     c.kubectl_stdin(

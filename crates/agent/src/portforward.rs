@@ -1,5 +1,6 @@
 //! `kubectl port-forward` as kubelet serves it: SPDY/3 carried in WebSocket
-//! binary messages (`SPDY/3.1+portforward.k8s.io`). For each local
+//! binary messages (`SPDY/3.1+portforward.k8s.io`), or over a plain SPDY/3.1
+//! upgrade. For each local
 //! connection kubectl opens an error stream and a data stream with the same
 //! `requestID` and `port`; once both exist the agent connects to the port on
 //! localhost inside the pod's network namespace and copies bytes both ways,
@@ -17,6 +18,8 @@ use crate::spdy::{self, Frame};
 use crate::ws::{self, Message};
 
 pub const WS_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// `X-Stream-Protocol-Version` of a plain SPDY upgrade.
+pub const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 
 /// What the connection's writer sends: SPDY bytes, one WebSocket message each.
 type Out = mpsc::UnboundedSender<Vec<u8>>;
@@ -103,16 +106,17 @@ async fn forward(
     let _ = out.send(spdy::data(error_stream, true, &[]));
 }
 
-/// Serves one port-forward connection (a WebSocket carrying SPDY) for the
-/// pod `pod` (`name_namespace`, uid `uid`) whose network namespace is `netns`.
+/// Serves one port-forward connection over WebSocket (SPDY in binary
+/// messages, kubectl 1.31+) for the pod `pod` (`name_namespace`, uid `uid`)
+/// whose network namespace is `netns`.
 pub async fn serve<IO>(io: IO, netns: PathBuf, pod: String, uid: String)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (r, w) = tokio::io::split(io);
-    let mut reader = ws::Reader::new(r);
     let (out, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     let (pongs, mut pong_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (bytes_in, inbound) = mpsc::channel::<Vec<u8>>(64);
     let writer = tokio::spawn(async move {
         let mut w = ws::Writer::new(w);
         loop {
@@ -129,24 +133,75 @@ where
         }
         let _ = w.close().await;
     });
+    let reader = tokio::spawn(async move {
+        let mut reader = ws::Reader::new(r);
+        while let Ok(Some(m)) = reader.next().await {
+            match m {
+                Message::Binary(b) => {
+                    if bytes_in.send(b).await.is_err() {
+                        return;
+                    }
+                }
+                Message::Ping(p) => {
+                    let _ = pongs.send(p);
+                }
+                Message::Close => return,
+                Message::Text(_) => {}
+            }
+        }
+    });
+    session(inbound, out, netns, pod, uid).await;
+    reader.abort();
+    let _ = writer.await;
+}
+
+/// The same over a plain SPDY/3.1 upgrade (`X-Stream-Protocol-Version:
+/// portforward.k8s.io`): what kube-apiserver sends kubelet, and what kubectl
+/// falls back to.
+pub async fn serve_spdy<IO>(io: IO, netns: PathBuf, pod: String, uid: String)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut r, mut w) = tokio::io::split(io);
+    let (out, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (bytes_in, inbound) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(b) = outgoing.recv().await {
+            if w.write_all(&b).await.is_err() || w.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if bytes_in.send(buf[..n].to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    session(inbound, out, netns, pod, uid).await;
+    reader.abort();
+    let _ = writer.await;
+}
+
+/// One SPDY session: `inbound` carries the client's bytes, `out` takes ours.
+async fn session(mut inbound: mpsc::Receiver<Vec<u8>>, out: Out, netns: PathBuf, pod: String, uid: String) {
     let mut headers = spdy::Headers::default();
     let mut buf = Vec::new();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     // Where a data stream's bytes from the client go.
     let mut upstreams: HashMap<u32, mpsc::UnboundedSender<Option<Vec<u8>>>> = HashMap::new();
     'conn: loop {
-        let msg = match reader.next().await {
-            Ok(Some(m)) => m,
-            _ => break,
-        };
-        match msg {
-            Message::Binary(b) => buf.extend(b),
-            Message::Ping(p) => {
-                let _ = pongs.send(p);
-                continue;
-            }
-            Message::Close => break,
-            Message::Text(_) => continue,
+        match inbound.recv().await {
+            Some(b) => buf.extend(b),
+            None => break,
         }
         while let Some(frame) = spdy::parse(&mut buf) {
             match frame {
@@ -227,6 +282,4 @@ where
         }
     }
     drop(upstreams);
-    drop(out);
-    let _ = writer.await;
 }

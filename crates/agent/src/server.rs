@@ -236,6 +236,31 @@ async fn handle(ctx: Arc<Context>, mut req: Request<Incoming>) -> Response<Body>
             }
             switching(&req, protocol)
         }
+        ("portForward", None) if is_spdy(&req) => {
+            let offered = req.headers().get("x-stream-protocol-version").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !offered.split(',').any(|p| p.trim() == portforward::SPDY_PROTOCOL) {
+                return status(
+                    StatusCode::FORBIDDEN,
+                    &format!("unable to upgrade: no supported protocol in {offered:?}"),
+                );
+            }
+            tracing::debug!(pod = %name, "port-forward over SPDY/3.1");
+            let netns = crate::network::Sandbox::netns_path_of(&uid);
+            let on = hyper::upgrade::on(&mut req);
+            let pod_name = format!("{name}_{ns}");
+            tokio::spawn(async move {
+                if let Ok(io) = on.await {
+                    portforward::serve_spdy(TokioIo::new(io), netns, pod_name, uid).await;
+                }
+            });
+            let mut r = Response::new(Full::new(Bytes::new()).boxed());
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = r.headers_mut();
+            h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+            h.insert(header::UPGRADE, header::HeaderValue::from_static("SPDY/3.1"));
+            h.insert("x-stream-protocol-version", header::HeaderValue::from_static(portforward::SPDY_PROTOCOL));
+            r
+        }
         ("portForward", None) => {
             let protocol = match upgrade(&req, &[portforward::WS_PROTOCOL]) {
                 Ok(p) => p,
@@ -255,7 +280,12 @@ async fn handle(ctx: Arc<Context>, mut req: Request<Incoming>) -> Response<Body>
     }
 }
 
-/// The WebSocket protocol to speak, or the response refusing the request.
+/// A plain SPDY/3.1 upgrade (kubectl before 1.31, or kube-apiserver to kubelet).
+fn is_spdy(req: &Request<Incoming>) -> bool {
+    req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"))
+}
+
+/// The WebSocket protocol to speak, or why not.
 fn upgrade(req: &Request<Incoming>, ours: &[&'static str]) -> Result<&'static str, String> {
     let is_ws = req
         .headers()
