@@ -51,34 +51,17 @@ pub struct Args {
     stop_when_stdin_closes: bool,
 }
 
-/// This host's first global address (IPv4 first), as kubelet falls back to.
-fn host_address() -> Option<IpAddr> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    let mut found: Vec<IpAddr> = addrs
-        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
-        .filter_map(|a| {
-            let sa = a.address?;
-            sa.as_sockaddr_in()
-                .map(|v4| IpAddr::V4(v4.ip()))
-                .or_else(|| sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-        })
-        .filter(|ip| {
-            !ip.is_loopback()
-                && !ip.is_unspecified()
-                && !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
-        })
-        .collect();
-    found.sort_by_key(|ip| ip.is_ipv6());
-    found.first().copied()
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = kubesvc_runtime::client::from_kubeconfig(args.kubeconfig.as_deref()).await?;
     let node_name = match args.node_name {
         Some(n) => n,
         None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().to_lowercase(),
     };
-    let node_ip = args.node_ip.or_else(host_address).context("no address to report for the node: pass --node-ip")?;
+    // As kubelet falls back to: this host's first global address, IPv4 first.
+    let node_ip = args
+        .node_ip
+        .or_else(|| kubesvc_host::addresses::global_addresses().first().copied())
+        .context("no address to report for the node: pass --node-ip")?;
     let config = kubesvc_agent::Config {
         node_name,
         node_ip,

@@ -39,11 +39,9 @@ pub struct ExecOptions {
 impl ExecOptions {
     pub fn parse(query: Option<&str>) -> ExecOptions {
         let mut o = ExecOptions::default();
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-            let v = crate::logs::percent_decode(v);
+        for (k, v) in kubesvc_api::url::query_pairs(query) {
             let flag = v == "true" || v == "1";
-            match k {
+            match k.as_str() {
                 "command" => o.command.push(v),
                 "stdin" | "input" => o.stdin = flag,
                 "stdout" | "output" => o.stdout = flag,

@@ -26,11 +26,9 @@ impl Options {
     /// From the query string kubelet receives (the API server passes `kubectl logs`' on).
     pub fn parse(query: Option<&str>) -> Result<Options, String> {
         let mut o = Options::default();
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-            let v = percent_decode(v);
+        for (k, v) in kubesvc_api::url::query_pairs(query) {
             let flag = || v == "true" || v == "1";
-            match k {
+            match k.as_str() {
                 "follow" => o.follow = flag(),
                 "previous" => o.previous = flag(),
                 "timestamps" => o.timestamps = flag(),
@@ -52,32 +50,6 @@ impl Options {
         }
         Ok(o)
     }
-}
-
-/// A query value as Go's url.ParseQuery reads it (`%XX`, `+` for space).
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The runs of a container that have a log, oldest first.
@@ -259,6 +231,7 @@ mod tests {
         assert!(o.follow && o.timestamps && !o.previous);
         assert_eq!(o.tail_lines, Some(10));
         assert!(Options::parse(Some("tailLines=x")).is_err());
-        assert_eq!(percent_decode("2026-01-01T00%3A00%3A02Z"), "2026-01-01T00:00:02Z");
+        let o = Options::parse(Some("sinceTime=2026-01-01T00%3A00%3A02Z")).unwrap_or_default();
+        assert_eq!(o.since, "2026-01-01T00:00:02Z".parse().ok());
     }
 }

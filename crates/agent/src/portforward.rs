@@ -40,7 +40,7 @@ async fn dial(netns: PathBuf, port: u16) -> Result<tokio::net::TcpStream, String
         let v4 = std::net::TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout);
         let e4 = match v4 {
             Ok(s) => return Ok(s),
-            Err(e) => go_dial_error("tcp4", &SocketAddr::from((Ipv4Addr::LOCALHOST, port)), &e),
+            Err(e) => crate::probe::dial_error("tcp4", &SocketAddr::from((Ipv4Addr::LOCALHOST, port)), &e),
         };
         let v6 = std::net::TcpStream::connect_timeout(&SocketAddr::from((Ipv6Addr::LOCALHOST, port)), timeout);
         match v6 {
@@ -48,7 +48,7 @@ async fn dial(netns: PathBuf, port: u16) -> Result<tokio::net::TcpStream, String
             Err(e) => Err(format!(
                 "failed to connect to localhost:{port} inside namespace {:?}, IPv4: {e4} IPv6 {} ",
                 netns.display().to_string(),
-                go_dial_error("tcp6", &SocketAddr::from((Ipv6Addr::LOCALHOST, port)), &e)
+                crate::probe::dial_error("tcp6", &SocketAddr::from((Ipv6Addr::LOCALHOST, port)), &e)
             )),
         }
     };
@@ -58,15 +58,6 @@ async fn dial(netns: PathBuf, port: u16) -> Result<tokio::net::TcpStream, String
         .map_err(|e| e.to_string())??;
     std_stream.set_nonblocking(true).map_err(|e| e.to_string())?;
     tokio::net::TcpStream::from_std(std_stream).map_err(|e| e.to_string())
-}
-
-fn go_dial_error(net: &str, addr: &SocketAddr, e: &std::io::Error) -> String {
-    let why = match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
-        std::io::ErrorKind::TimedOut => "i/o timeout".to_string(),
-        _ => format!("connect: {}", e.to_string().split(" (os error").next().unwrap_or_default().to_lowercase()),
-    };
-    format!("dial {net} {addr}: {why}")
 }
 
 /// Forwards one pair: the pod's bytes become data frames; the client's arrive on `from_client`.

@@ -252,26 +252,34 @@ fn port(p: &IntOrString, ports: &[(String, i32)]) -> Result<u16, String> {
     u16::try_from(n).ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port number: {n}"))
 }
 
-/// Go's wording of a failed dial, as kubelet's probe messages carry it.
-fn dial_error(addr: &SocketAddr, e: &std::io::Error) -> String {
+/// Go's wording of a failed dial (`net` is tcp, tcp4 or tcp6), as kubelet's messages carry it.
+pub(crate) fn dial_error(net: &str, addr: &SocketAddr, e: &std::io::Error) -> String {
     let why = match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
         std::io::ErrorKind::TimedOut => "i/o timeout".to_string(),
         _ => format!("connect: {}", e.to_string().split(" (os error").next().unwrap_or_default().to_lowercase()),
     };
-    format!("dial tcp {addr}: {why}")
+    format!("dial {net} {addr}: {why}")
+}
+
+/// Where an httpGet or tcpSocket handler connects: its host (the pod's address by default) and port.
+fn endpoint(
+    host: Option<&str>,
+    p: &IntOrString,
+    target: &Target,
+    ports: &[(String, i32)],
+) -> Result<SocketAddr, String> {
+    let host = host.filter(|h| !h.is_empty()).and_then(|h| h.parse::<IpAddr>().ok()).unwrap_or(target.pod_ip);
+    Ok(SocketAddr::new(host, port(p, ports)?))
 }
 
 /// Runs one probe once.
 pub async fn run(p: &Probe, target: &Target, ports: &[(String, i32)], timeout: Duration) -> Outcome {
     if let Some(h) = &p.http_get {
-        let port = match port(&h.port, ports) {
-            Ok(p) => p,
+        let addr = match endpoint(h.host.as_deref(), &h.port, target, ports) {
+            Ok(a) => a,
             Err(m) => return Outcome::Failure(m),
         };
-        let host =
-            h.host.as_deref().filter(|h| !h.is_empty()).and_then(|h| h.parse::<IpAddr>().ok()).unwrap_or(target.pod_ip);
-        let addr = SocketAddr::new(host, port);
         let path = h.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
         let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_lowercase();
         let url = format!("{scheme}://{addr}{path}");
@@ -284,23 +292,20 @@ pub async fn run(p: &Probe, target: &Target, ports: &[(String, i32)], timeout: D
             Err(_) => Outcome::Failure(format!(
                 "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             )),
-            Ok(Err(HttpError::Dial(e))) => Outcome::Failure(format!("Get {url:?}: {}", dial_error(&addr, &e))),
+            Ok(Err(HttpError::Dial(e))) => Outcome::Failure(format!("Get {url:?}: {}", dial_error("tcp", &addr, &e))),
             Ok(Err(HttpError::Other(m))) => Outcome::Failure(format!("Get {url:?}: {m}")),
             Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
             Ok(Ok(code)) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
         };
     }
     if let Some(t) = &p.tcp_socket {
-        let port = match port(&t.port, ports) {
-            Ok(p) => p,
+        let addr = match endpoint(t.host.as_deref(), &t.port, target, ports) {
+            Ok(a) => a,
             Err(m) => return Outcome::Failure(m),
         };
-        let host =
-            t.host.as_deref().filter(|h| !h.is_empty()).and_then(|h| h.parse::<IpAddr>().ok()).unwrap_or(target.pod_ip);
-        let addr = SocketAddr::new(host, port);
         return match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => Outcome::Failure(format!("dial tcp {addr}: i/o timeout")),
-            Ok(Err(e)) => Outcome::Failure(dial_error(&addr, &e)),
+            Ok(Err(e)) => Outcome::Failure(dial_error("tcp", &addr, &e)),
             Ok(Ok(_)) => Outcome::Success,
         };
     }

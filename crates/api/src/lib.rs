@@ -16,5 +16,6 @@ pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod time;
+pub mod url;
 pub mod validation;
 pub mod wellknown;

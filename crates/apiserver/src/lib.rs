@@ -157,20 +157,7 @@ fn advertise_address(listen: &SocketAddr) -> Option<IpAddr> {
     if usable(&listen.ip()) {
         return Some(listen.ip());
     }
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    let mut found: Vec<IpAddr> = addrs
-        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
-        .filter_map(|a| {
-            let sa = a.address?;
-            sa.as_sockaddr_in()
-                .map(|v4| IpAddr::V4(v4.ip()))
-                .or_else(|| sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-        })
-        .filter(|ip| usable(ip) && !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
-        .collect();
-    // IPv4 first, as kube-apiserver prefers.
-    found.sort_by_key(|ip| ip.is_ipv6());
-    found.first().copied()
+    kubesvc_host::addresses::global_addresses().first().copied()
 }
 
 fn server_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {

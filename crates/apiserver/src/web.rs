@@ -63,7 +63,7 @@ impl ResourcePath {
 }
 
 fn decode_segment(s: &str) -> String {
-    percent_decode(s, false)
+    kubesvc_api::url::percent_decode(s, false)
 }
 
 /// Routes a path, as Kubernetes' request info factory does.
@@ -126,44 +126,13 @@ fn resource_target(group: &str, version: &str, rest: &[&str]) -> Target {
     Target::Resource(ResourcePath { resource, namespace, name: rest.get(1).map(|s| s.to_string()), sub })
 }
 
-/// Go's `url.ParseQuery` decoding; `+` is a space in queries.
-pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = b[i + 1..i + 3]
-                    .iter()
-                    .all(u8::is_ascii_hexdigit)
-                    .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
-                    .flatten();
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 pub struct Query(HashMap<String, String>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Query {
         let mut m = HashMap::new();
-        for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            m.entry(percent_decode(k, true)).or_insert_with(|| percent_decode(v, true));
+        for (k, v) in kubesvc_api::url::query_pairs(q) {
+            m.entry(k).or_insert(v);
         }
         Query(m)
     }
@@ -439,7 +408,7 @@ mod tests {
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
         assert_eq!(q.int("limit").unwrap(), Some(500));
-        assert_eq!(percent_decode("%+1x%41", false), "%+1xA");
+        assert_eq!(kubesvc_api::url::percent_decode("%+1x%41", false), "%+1xA");
     }
 
     #[test]

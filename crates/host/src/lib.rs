@@ -3,13 +3,14 @@
 //! exec` works on them too), veth pairs, addresses, routes and sysctls, over
 //! netlink (rtnetlink) and nix — no external binaries.
 //!
-//! Layout: [`netns`] creates, enters and removes namespaces; [`netlink`]
+//! Layout: [`addresses`] lists the host's own; [`netns`] creates, enters and removes namespaces; [`netlink`]
 //! programs links, addresses and routes in one namespace; [`sysctl`] sets
 //! per-namespace kernel parameters.
 //!
 //! Everything here changes the namespace it is pointed at. Callers own what
 //! they create and remove it by name.
 
+pub mod addresses;
 pub mod netlink;
 pub mod netns;
 pub mod sysctl;
