@@ -33,6 +33,14 @@ pub enum Tool {
         #[arg(long)]
         udp: Option<u16>,
     },
+    /// Answer gRPC health checks (grpc.health.v1.Health/Check) with a fixed status.
+    GrpcHealth {
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        /// SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN.
+        #[arg(long, default_value = "SERVING")]
+        status: String,
+    },
     /// Try one TCP connection and print ok, refused or timeout, with the time it took.
     Connect {
         /// HOST:PORT (a name is resolved as the pod resolves it).
@@ -55,6 +63,16 @@ pub async fn run(tool: Tool) -> anyhow::Result<()> {
         Tool::ServeHostname { port, http, tcp, udp } => serve_hostname(port, http, tcp, udp).await,
         Tool::Echo { tcp, udp } => echo(tcp, udp).await,
         Tool::Connect { target, timeout_seconds } => connect(&target, timeout_seconds).await,
+        Tool::GrpcHealth { port, status } => {
+            let grpc = kubesvc_agent::grpc::STATUSES;
+            let Some(n) = grpc.iter().position(|s| *s == status) else {
+                anyhow::bail!("grpc-health: --status must be one of {grpc:?}");
+            };
+            let listener =
+                TcpListener::bind(any(port)).await.with_context(|| format!("listening on TCP port {port}"))?;
+            eprintln!("answering gRPC health checks on port {port} with {status}");
+            Ok(kubesvc_agent::grpc::serve_health(listener, n as u8).await?)
+        }
     }
 }
 

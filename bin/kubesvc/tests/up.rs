@@ -242,6 +242,18 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: grpc}}
+spec:
+  containers:
+  - name: health
+    image: agnhost
+    command: ["{bin}", "tool", "grpc-health", "--port", "9000"]
+    readinessProbe:
+      grpc: {{port: 9000}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: doomed}}
 spec:
   terminationGracePeriodSeconds: 1
@@ -277,6 +289,12 @@ spec:
     std::fs::remove_file(&flag).unwrap();
     eventually("the pod turns unready again", || (pod_ready() == Some((Some(true), Some(false)))).then_some(()));
     eventually("its endpoint follows", || (endpoint_ready() == Some(false)).then_some(()));
+
+    // A gRPC health server passes its gRPC readiness probe.
+    eventually("the gRPC pod turns ready", || {
+        let p = json(&c, &["get", "pod", "grpc", "-o", "json"]);
+        (p["status"]["containerStatuses"][0]["ready"] == true).then_some(())
+    });
 
     // A liveness probe that cannot connect: kubelet's events, then a restart.
     let ip = eventually("doomed has an IP", || {

@@ -15,6 +15,7 @@
 pub mod env;
 pub mod exec;
 pub mod files;
+pub mod grpc;
 pub mod logs;
 pub mod network;
 pub mod node;

@@ -1,8 +1,8 @@
 //! Container probes as kubelet runs them: startup first, then liveness and
 //! readiness, each every `periodSeconds` after `initialDelaySeconds`, with
 //! `timeoutSeconds` and the success and failure thresholds (Kubernetes'
-//! defaults: 10 s, 1 s, 1 and 3). httpGet and tcpSocket connect to the pod's
-//! address from the node, as kubelet does; exec runs inside the container.
+//! defaults: 10 s, 1 s, 1 and 3). httpGet, tcpSocket and grpc connect to the
+//! pod's address from the node, as kubelet does; exec runs inside the container.
 //! What each probe concluded is published for the pod worker, which turns it
 //! into readiness and restarts.
 
@@ -330,8 +330,15 @@ pub async fn run(p: &Probe, target: &Target, ports: &[(String, i32)], timeout: D
             }
         };
     }
-    if p.grpc.is_some() {
-        return Outcome::Failure("kubesvc does not run gRPC probes yet".into());
+    if let Some(g) = &p.grpc {
+        let Some(port) = u16::try_from(g.port).ok().filter(|p| *p > 0) else {
+            return Outcome::Failure(format!("invalid port number: {}", g.port));
+        };
+        let addr = SocketAddr::new(target.pod_ip, port);
+        return match crate::grpc::check(addr, g.service.as_deref().unwrap_or_default(), timeout).await {
+            Ok(()) => Outcome::Success,
+            Err(m) => Outcome::Failure(m),
+        };
     }
     Outcome::Failure("the probe names no handler".into())
 }
