@@ -163,6 +163,17 @@ async fn handle(ctx: Arc<Context>, mut req: Request<Incoming>) -> Response<Body>
     };
     let uid = pod.uid().unwrap_or_default();
     let pod_dir = ctx.state_dir.join("pods").join(&uid);
+    // Only the pod's own containers name directories under its own.
+    if let Some(c) = container {
+        let spec = pod.spec.as_ref();
+        let known = spec
+            .iter()
+            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .any(|k| k.name == c);
+        if !known {
+            return status(StatusCode::BAD_REQUEST, &format!("container {c} is not valid for pod {name}"));
+        }
+    }
     let query = req.uri().query().map(str::to_string);
     match (verb, container) {
         ("containerLogs", Some(c)) => {

@@ -17,6 +17,8 @@ pub const GOAWAY: u16 = 7;
 pub const HEADERS: u16 = 8;
 pub const WINDOW_UPDATE: u16 = 9;
 pub const FLAG_FIN: u8 = 0x01;
+/// The most a header block may decompress to.
+const MAX_HEADER_BLOCK: usize = 1 << 20;
 
 /// The words SPDY/3's header dictionary lists, each length-prefixed in it.
 const DICTIONARY_WORDS: &[&str] = &[
@@ -223,6 +225,10 @@ impl Headers {
             }
             let used = (self.inflate.total_in() - before_in) as usize;
             input = &input[used..];
+            // Headers name a stream type, a port and a request id: a block this big is an attack.
+            if out.len() > MAX_HEADER_BLOCK {
+                return Err(Error::Malformed("a header block over 1 MiB"));
+            }
             if input.is_empty() && out.len() < out.capacity() {
                 break;
             }
