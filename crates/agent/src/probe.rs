@@ -283,12 +283,12 @@ pub async fn run(p: &Probe, target: &Target, ports: &[(String, i32)], timeout: D
         let path = h.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
         let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_lowercase();
         let url = format!("{scheme}://{addr}{path}");
-        if scheme != "http" {
-            return Outcome::Failure(format!("Get {url:?}: kubesvc probes speak plain HTTP only so far"));
+        if scheme != "http" && scheme != "https" {
+            return Outcome::Failure(format!("Get {url:?}: unsupported protocol scheme {scheme:?}"));
         }
         let headers: Vec<(String, String)> =
             h.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect();
-        return match tokio::time::timeout(timeout, http_get(addr, path, &headers)).await {
+        return match tokio::time::timeout(timeout, http_get(addr, path, &headers, scheme == "https")).await {
             Err(_) => Outcome::Failure(format!(
                 "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             )),
@@ -348,9 +348,75 @@ enum HttpError {
     Other(String),
 }
 
-/// A GET with kubelet's headers; the response's status code.
-async fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)]) -> Result<u16, HttpError> {
-    let mut s = TcpStream::connect(addr).await.map_err(HttpError::Dial)?;
+/// Accepts any server certificate: kubelet's HTTPS probes skip verification.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// TLS for HTTPS probes: any certificate, as kubelet (InsecureSkipVerify).
+fn probe_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+async fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)], tls: bool) -> Result<u16, HttpError> {
+    let tcp = TcpStream::connect(addr).await.map_err(HttpError::Dial)?;
+    if !tls {
+        return exchange(tcp, addr, path, headers).await;
+    }
+    let connector = tokio_rustls::TlsConnector::from(probe_tls().map_err(HttpError::Other)?);
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let stream = connector.connect(name, tcp).await.map_err(|e| HttpError::Other(e.to_string()))?;
+    exchange(stream, addr, path, headers).await
+}
+
+/// The request with kubelet's headers, and the response's status code.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<u16, HttpError> {
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     if !has("host") {
@@ -404,6 +470,35 @@ mod tests {
             port(&IntOrString::String("web".into()), &ports),
             Err("couldn't find port: web in container".into())
         );
+    }
+
+    #[tokio::test]
+    async fn https_probes_skip_verification_as_kubelets_do() {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert.cert.der().clone()], key))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(mut s) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                    let _ = s.shutdown().await;
+                }
+            }
+        });
+        let target = Target { pod_ip: addr.ip(), running: PathBuf::new(), shim: PathBuf::new() };
+        let probe: Probe =
+            serde_json::from_value(serde_json::json!({"httpGet": {"port": addr.port(), "scheme": "HTTPS"}}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(run(&probe, &target, &[], Duration::from_secs(2)).await, Outcome::Success);
     }
 
     #[tokio::test]
