@@ -48,13 +48,7 @@ fn parse(argv: &[String]) -> Result<Args> {
 
 /// A process's proportional set size (shared pages split among their users), MiB.
 fn pss_mib(pid: u32) -> f64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    rollup
-        .lines()
-        .find(|l| l.starts_with("Pss:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    crate::proc_mib(pid, "smaps_rollup", "Pss:")
 }
 
 /// Processes whose parent is `pid`.

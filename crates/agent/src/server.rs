@@ -247,45 +247,45 @@ async fn handle(ctx: Arc<Context>, mut req: Request<Incoming>) -> Response<Body>
             }
             switching(&req, protocol)
         }
-        ("portForward", None) if is_spdy(&req) => {
-            let offered = req.headers().get("x-stream-protocol-version").and_then(|v| v.to_str().ok()).unwrap_or("");
-            if !offered.split(',').any(|p| p.trim() == portforward::SPDY_PROTOCOL) {
-                return status(
-                    StatusCode::FORBIDDEN,
-                    &format!("unable to upgrade: no supported protocol in {offered:?}"),
-                );
-            }
-            tracing::debug!(pod = %name, "port-forward over SPDY/3.1");
-            let netns = crate::network::Sandbox::netns_path_of(&uid);
-            let on = hyper::upgrade::on(&mut req);
-            let pod_name = format!("{name}_{ns}");
-            tokio::spawn(async move {
-                if let Ok(io) = on.await {
-                    portforward::serve_spdy(TokioIo::new(io), netns, pod_name, uid).await;
-                }
-            });
-            let mut r = Response::new(Full::new(Bytes::new()).boxed());
-            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            let h = r.headers_mut();
-            h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
-            h.insert(header::UPGRADE, header::HeaderValue::from_static("SPDY/3.1"));
-            h.insert("x-stream-protocol-version", header::HeaderValue::from_static(portforward::SPDY_PROTOCOL));
-            r
-        }
         ("portForward", None) => {
-            let protocol = match upgrade(&req, &[portforward::WS_PROTOCOL]) {
-                Ok(p) => p,
-                Err(m) => return status(StatusCode::BAD_REQUEST, &m),
+            // WebSocket (kubectl 1.31+) or a plain SPDY/3.1 upgrade (older kubectl, kube-apiserver).
+            let spdy = is_spdy(&req);
+            let protocol = if spdy {
+                let offered =
+                    req.headers().get("x-stream-protocol-version").and_then(|v| v.to_str().ok()).unwrap_or("");
+                if !offered.split(',').any(|p| p.trim() == portforward::SPDY_PROTOCOL) {
+                    let message = format!("unable to upgrade: no supported protocol in {offered:?}");
+                    return status(StatusCode::FORBIDDEN, &message);
+                }
+                portforward::SPDY_PROTOCOL
+            } else {
+                match upgrade(&req, &[portforward::WS_PROTOCOL]) {
+                    Ok(p) => p,
+                    Err(m) => return status(StatusCode::BAD_REQUEST, &m),
+                }
             };
             let netns = crate::network::Sandbox::netns_path_of(&uid);
             let on = hyper::upgrade::on(&mut req);
             let pod_name = format!("{name}_{ns}");
             tokio::spawn(async move {
-                if let Ok(io) = on.await {
-                    portforward::serve(TokioIo::new(io), netns, pod_name, uid).await;
+                let Ok(io) = on.await else { return };
+                let io = TokioIo::new(io);
+                if spdy {
+                    portforward::serve_spdy(io, netns, pod_name, uid).await;
+                } else {
+                    portforward::serve(io, netns, pod_name, uid).await;
                 }
             });
-            switching(&req, protocol)
+            if !spdy {
+                return switching(&req, protocol);
+            }
+            let mut r = Response::new(Full::new(Bytes::new()).boxed());
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = r.headers_mut();
+            h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+            h.insert(header::UPGRADE, header::HeaderValue::from_static("SPDY/3.1"));
+            h.insert("x-stream-protocol-version", header::HeaderValue::from_static(protocol));
+            r
         }
         _ => status(StatusCode::NOT_FOUND, "404 page not found"),
     }
