@@ -149,6 +149,26 @@ fn up_runs_two_nodes_whose_pods_reach_each_other_and_leaves_nothing_behind() {
         cidrs[0] != cidrs[1] && cidrs.iter().all(|c| c.starts_with("10.244.") && c.ends_with(".0/24")),
         "{cidrs:?}"
     );
+    // The agents serve the API server's identity only, not a node's (the same CA signs both).
+    let ca = kubesvc_apiserver::pki::Ca::load(&dir).unwrap();
+    for (cn, group, served) in
+        [("system:node:node-1", "system:nodes", false), ("kube-apiserver-kubelet-client", "system:masters", true)]
+    {
+        let cert = ca.issue_client(cn, group).unwrap();
+        let (crt, key) = (dir.join("probe.crt"), dir.join("probe.key"));
+        std::fs::write(&crt, &cert.cert_pem).unwrap();
+        std::fs::write(&key, &cert.key_pem).unwrap();
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "5", "--cert"])
+            .arg(&crt)
+            .arg("--key")
+            .arg(&key)
+            .arg("https://10.250.0.3:10250/healthz")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success() && out.stdout == b"ok", served, "{cn}: {out:?}");
+    }
+
     // The node's own namespace holds its address.
     let addr = c.in_node(1, "ip").args(["-o", "-4", "addr", "show", "eth0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&addr.stdout).contains("10.250.0.2/24"));
@@ -312,6 +332,10 @@ spec:
         "{events}"
     );
     assert!(events.contains("Container web failed liveness probe, will be restarted"), "{events}");
+    // The run before the restart keeps its own log, and a crash-looping pod is still Running, as kubelet says.
+    let previous = c.kubectl(&["logs", "doomed", "--previous"]).ok();
+    assert!(previous.contains("serving the host name on port 8080"), "{previous}");
+    assert_eq!(json(&c, &["get", "pod", "doomed", "-o", "json"])["status"]["phase"], "Running");
 }
 
 /// kubectl run with `args`, its output once it exits or `wait` passed (then it is killed).

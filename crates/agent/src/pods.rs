@@ -528,7 +528,8 @@ impl Worker {
                 env.insert(0, (k.to_string(), v));
             }
         }
-        let restarts = self.containers.get(&name).map_or(0, |s| s.restarts);
+        // This run's index: 0 first, then one past the runs so far (the files of each run kept apart).
+        let restarts = self.containers.get(&name).map_or(0, |s| if s.started_once { s.restarts + 1 } else { 0 });
         let dir = self.pod_dir.join(&name);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::warn!(error = %e, "creating a container directory failed");
@@ -645,7 +646,10 @@ impl Worker {
                     pod.namespace().unwrap_or_default(),
                     pod.uid().unwrap_or_default()
                 );
-                (json!({"waiting": {"reason": "CrashLoopBackOff", "message": message}}), Class::Waiting, false)
+                // Waiting with a last termination: kubelet counts it as stopped, by how it ended.
+                let class =
+                    if st.last.as_ref().is_some_and(|r| r.exit_code == 0) { Class::Succeeded } else { Class::Failed };
+                (json!({"waiting": {"reason": "CrashLoopBackOff", "message": message}}), class, false)
             }
             Some(ContainerState { last: Some(r), .. }) => {
                 let class = if r.exit_code == 0 { Class::Succeeded } else { Class::Failed };
@@ -703,14 +707,13 @@ impl Worker {
         }
         statuses.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         let total = spec.containers.len();
+        // kubelet's getPhase: waiting before running, then how the stopped ones ended.
         let phase = if init_failed {
             "Failed"
-        } else if !initialized {
+        } else if !initialized || waiting > 0 {
             "Pending"
         } else if running > 0 {
             "Running"
-        } else if waiting > 0 {
-            "Pending"
         } else if total > 0 && succeeded == total {
             match policy {
                 "Always" => "Running",

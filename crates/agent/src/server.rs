@@ -97,7 +97,21 @@ pub async fn serve(
         };
         let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let accepted = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await;
+            let Ok(Ok(tls)) = accepted else { return };
+            // The CA also signs every node's and user's certificate: only the API server's
+            // own identity (system:masters, not a node) reaches pods through here.
+            let subject =
+                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| kubesvc_api::x509::subject(c));
+            let allowed = subject.is_some_and(|(cn, orgs)| {
+                cn.is_some_and(|cn| !cn.is_empty())
+                    && orgs.iter().any(|o| o == "system:masters")
+                    && !orgs.iter().any(|o| o == "system:nodes")
+            });
+            if !allowed {
+                tracing::debug!("refused a client that is not the API server");
+                return;
+            }
             let svc = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(ctx, req).await) }

@@ -19,3 +19,4 @@ pub mod time;
 pub mod url;
 pub mod validation;
 pub mod wellknown;
+pub mod x509;
