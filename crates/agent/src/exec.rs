@@ -215,8 +215,15 @@ where
             }
         }
     };
-    let input = tokio::spawn(input);
-    let exit = child.wait().await.ok().and_then(|s| s.code());
+    let mut input = tokio::spawn(input);
+    // The client gone (its connection ended) ends the command, as a hang-up would.
+    let exit = tokio::select! {
+        status = child.wait() => status.ok().and_then(|s| s.code()),
+        _ = &mut input => {
+            let _ = child.start_kill();
+            child.wait().await.ok().and_then(|s| s.code())
+        }
+    };
     for o in outputs {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), o).await;
     }
