@@ -60,7 +60,11 @@ fn mangle(name: &str) -> String {
 
 /// The service variables a pod in `namespace` gets: the `kubernetes` Service
 /// always, the namespace's own Services when `enable_service_links`.
-pub fn service_env(services: &[Service], namespace: &str, enable_service_links: bool) -> Vec<(String, String)> {
+pub fn service_env<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    namespace: &str,
+    enable_service_links: bool,
+) -> Vec<(String, String)> {
     let mut chosen: BTreeMap<String, &Service> = BTreeMap::new();
     for svc in services {
         let (ns, name) =

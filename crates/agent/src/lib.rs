@@ -125,7 +125,8 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
 
     // One worker per pod, fed the pod's latest version.
     let workers: Arc<Mutex<HashMap<String, watch::Sender<Arc<Pod>>>>> = Arc::default();
-    let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    // Workers that ended are reaped as new ones start, so churn piles up nothing.
+    let tasks: Arc<Mutex<tokio::task::JoinSet<()>>> = Arc::default();
     {
         let (workers, tasks, shared, stop) = (workers.clone(), tasks.clone(), shared.clone(), stop.clone());
         pods.on_change(move |change| {
@@ -145,7 +146,9 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
                         let (tx, rx) = watch::channel(pod);
                         w.insert(uid, tx);
                         let worker = pods::Worker::new(shared.clone(), rx);
-                        tasks.lock().push(tokio::spawn(worker.run(stop.clone())));
+                        let mut t = tasks.lock();
+                        while t.try_join_next().is_some() {}
+                        t.spawn(worker.run(stop.clone()));
                     }
                 },
             }
@@ -224,10 +227,8 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
     }
     tracing::info!(node = %config.node_name, "the agent is running pods");
     let _ = stop.wait_for(|s| *s).await;
-    let running: Vec<_> = std::mem::take(&mut *tasks.lock());
-    for t in running {
-        let _ = t.await;
-    }
+    let mut running = std::mem::take(&mut *tasks.lock());
+    while running.join_next().await.is_some() {}
     let _ = keep_alive.await;
     Ok(())
 }

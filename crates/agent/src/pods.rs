@@ -495,9 +495,11 @@ impl Worker {
             return;
         }
         let cfg = &self.shared.config;
+        // Every Service from the informer's cache, by reference: no copy per container start.
         let service_vars = {
-            let services: Vec<Service> = self.shared.services.store().state().iter().map(|s| (**s).clone()).collect();
-            env::service_env(&services, &ns, pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true))
+            let services = self.shared.services.store().state();
+            let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+            env::service_env(services.iter().map(|s| &**s), &ns, links)
         };
         let lookups = lookups(&self.shared.client, &ns, c).await;
         let env = match env::container_env(pod, c, &service_vars, &[cfg.node_ip], &lookups) {
