@@ -1,0 +1,11 @@
+//! The service proxy (kube-proxy's part): Services and EndpointSlices into a
+//! per-node view of every Service port ([`tracker`], [`topology`]), rendered
+//! as nftables rules ([`nft`]) and applied in atomic, incremental
+//! transactions. The rendering is pure and tested by tracing packets through
+//! it ([`trace`]); the runner applies it with `nft`.
+
+pub mod model;
+pub mod nft;
+pub mod topology;
+pub mod trace;
+pub mod tracker;

@@ -1,0 +1,238 @@
+//! The nftables backend: a table per family, kept in step with the Services
+//! by transactions that touch only what changed (new chains added, changed
+//! ones flushed and rewritten, map elements added and deleted, chains no
+//! longer used flushed at once and deleted a little later, as kube-proxy
+//! does). The kernel's rules are never read back: what was applied is kept
+//! here, and a refused transaction makes the next sync rebuild the table.
+
+pub mod apply;
+pub mod ir;
+pub mod render;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ir::{Key, Ruleset};
+use render::{Contribution, MAPS, NftConfig};
+
+use crate::model::ServiceName;
+
+/// How long a chain no longer used stays (flushed) before it is deleted.
+pub const STALE_CHAIN_DELAY: Duration = Duration::from_secs(1);
+
+/// One family's table: its config and what the kernel holds.
+pub struct Table {
+    cfg: NftConfig,
+    applied: HashMap<ServiceName, Contribution>,
+    owners: HashMap<(&'static str, Key), ServiceName>,
+    set_owners: HashMap<(&'static str, IpAddr), ServiceName>,
+    stale_chains: BTreeMap<String, Instant>,
+    stale_sets: BTreeMap<String, Instant>,
+    needs_full: bool,
+}
+
+/// Two Services claiming one address and port: the first keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub service: ServiceName,
+    pub owner: ServiceName,
+    pub what: String,
+}
+
+/// The transaction a sync produced.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub text: String,
+    pub full: bool,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Table {
+    pub fn new(cfg: NftConfig) -> Table {
+        Table {
+            cfg,
+            applied: HashMap::new(),
+            owners: HashMap::new(),
+            set_owners: HashMap::new(),
+            stale_chains: BTreeMap::new(),
+            stale_sets: BTreeMap::new(),
+            needs_full: true,
+        }
+    }
+
+    pub fn config(&self) -> &NftConfig {
+        &self.cfg
+    }
+
+    /// The next sync rebuilds the whole table (at start, and after a refused transaction).
+    pub fn needs_full(&self) -> bool {
+        self.needs_full
+    }
+
+    /// Forgets what was applied: the next plan rebuilds the table from every Service.
+    pub fn reset(&mut self) {
+        self.applied.clear();
+        self.owners.clear();
+        self.set_owners.clear();
+        self.stale_chains.clear();
+        self.stale_sets.clear();
+        self.needs_full = true;
+    }
+
+    /// When stale chains or sets are due for deletion.
+    pub fn next_cleanup(&self) -> Option<Instant> {
+        self.stale_chains.values().chain(self.stale_sets.values()).min().map(|t| *t + STALE_CHAIN_DELAY)
+    }
+
+    /// The whole table as data, for the tracer (walks every Service: tests only).
+    pub fn ruleset(&self) -> Ruleset {
+        let mut rs = render::base_ruleset(&self.cfg);
+        for c in self.applied.values() {
+            c.merge_into(&mut rs);
+        }
+        rs
+    }
+
+    /// The transaction that brings the kernel from what was applied to `changes`
+    /// (each changed Service's new contribution; empty for a Service gone). On a full
+    /// sync `changes` must hold every Service. Records the result as applied: if the
+    /// kernel refuses it, call [`Table::reset`].
+    pub fn plan(&mut self, mut changes: Vec<(ServiceName, Contribution)>, now: Instant) -> Plan {
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        let syn = self.cfg.syntax();
+        let (fam, table) = (syn.nft_family(), self.cfg.table.clone());
+        let mut plan = Plan { full: self.needs_full, ..Plan::default() };
+        let mut decl = String::new();
+        let mut flush = String::new();
+        let mut rules = String::new();
+        let mut del = String::new();
+        let mut add = String::new();
+        let mut stale = String::new();
+        if self.needs_full {
+            self.reset();
+            self.needs_full = false;
+            let _ = writeln!(decl, "add table {fam} {table}\ndelete table {fam} {table}");
+            let _ = writeln!(decl, "add table {fam} {table} {{ comment \"rules for kubesvc\" ; }}");
+            let base = render::base_ruleset(&self.cfg);
+            for (name, rs) in &base.chains {
+                match base.base.get(name) {
+                    Some(b) => {
+                        let _ = writeln!(decl, "add chain {fam} {table} {name} {}", syn.base_chain(b));
+                    }
+                    None => {
+                        let _ = writeln!(decl, "add chain {fam} {table} {name}");
+                    }
+                }
+                for r in rs {
+                    let _ = writeln!(rules, "add rule {fam} {table} {name} {}", syn.rule(r));
+                }
+            }
+            for (m, kind) in MAPS {
+                let _ = writeln!(decl, "add map {fam} {table} {m} {{ type {} ; }}", syn.map_type(kind));
+            }
+            let _ = writeln!(decl, "add set {fam} {table} {} {{ type {} ; }}", render::CLUSTER_IPS, syn.addr_type());
+        }
+        let mut stale_flush = String::new();
+        for (svc, mut new) in changes {
+            let old = self.applied.remove(&svc).unwrap_or_default();
+            for key in old.elements.keys() {
+                if self.owners.get(key) == Some(&svc) {
+                    self.owners.remove(key);
+                }
+            }
+            for key in &old.set_elements {
+                if self.set_owners.get(key) == Some(&svc) {
+                    self.set_owners.remove(key);
+                }
+            }
+            new.elements.retain(|key, _| match self.owners.get(key) {
+                Some(owner) if *owner != svc => {
+                    plan.conflicts.push(Conflict { service: svc.clone(), owner: owner.clone(), what: syn.key(&key.1) });
+                    false
+                }
+                _ => true,
+            });
+            new.set_elements.retain(|key| !matches!(self.set_owners.get(key), Some(o) if *o != svc));
+            for key in new.elements.keys() {
+                self.owners.insert(*key, svc.clone());
+            }
+            for key in &new.set_elements {
+                self.set_owners.insert(*key, svc.clone());
+            }
+
+            for (name, timeout) in &new.affinity_sets {
+                if !old.affinity_sets.contains_key(name) && self.stale_sets.remove(name).is_none() {
+                    let _ = writeln!(
+                        decl,
+                        "add set {fam} {table} {name} {{ type {} ; flags dynamic,timeout ; timeout {timeout}s ; }}",
+                        syn.addr_type()
+                    );
+                }
+            }
+            for name in old.affinity_sets.keys().filter(|n| !new.affinity_sets.contains_key(*n)) {
+                self.stale_sets.insert(name.clone(), now);
+            }
+            for (name, rs) in &new.chains {
+                match old.chains.get(name) {
+                    Some(old_rules) if old_rules == rs => continue,
+                    Some(_) => {
+                        let _ = writeln!(flush, "flush chain {fam} {table} {name}");
+                    }
+                    None => {
+                        // A chain flushed as stale still exists: reuse it.
+                        if self.stale_chains.remove(name).is_none() {
+                            let _ = writeln!(decl, "add chain {fam} {table} {name}");
+                        }
+                    }
+                }
+                for r in rs {
+                    let _ = writeln!(rules, "add rule {fam} {table} {name} {}", syn.rule(r));
+                }
+            }
+            for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
+                let _ = writeln!(stale_flush, "flush chain {fam} {table} {name}");
+                self.stale_chains.insert(name.clone(), now);
+            }
+            for ((map, key), v) in &old.elements {
+                if new.elements.get(&(*map, *key)) != Some(v) {
+                    let _ = writeln!(del, "delete element {fam} {table} {map} {{ {} }}", syn.key(key));
+                }
+            }
+            for ((map, key), v) in &new.elements {
+                if old.elements.get(&(*map, *key)) != Some(v) {
+                    let _ = writeln!(add, "add element {fam} {table} {map} {{ {} : {} }}", syn.key(key), syn.verdict(v));
+                }
+            }
+            for (set, ip) in old.set_elements.difference(&new.set_elements) {
+                let _ = writeln!(del, "delete element {fam} {table} {set} {{ {ip} }}");
+            }
+            for (set, ip) in new.set_elements.difference(&old.set_elements) {
+                let _ = writeln!(add, "add element {fam} {table} {set} {{ {ip} }}");
+            }
+            if !new.is_empty() || !new.affinity_sets.is_empty() {
+                self.applied.insert(svc, new);
+            }
+        }
+        // Chains flushed a while ago are deleted now (after the loop: one reused meanwhile is
+        // no longer stale); nothing refers to them any more.
+        let due: Vec<String> =
+            self.stale_chains.iter().filter(|(_, t)| now >= **t + STALE_CHAIN_DELAY).map(|(n, _)| n.clone()).collect();
+        for name in due {
+            self.stale_chains.remove(&name);
+            let _ = writeln!(stale, "delete chain {fam} {table} {name}");
+        }
+        let due: Vec<String> =
+            self.stale_sets.iter().filter(|(_, t)| now >= **t + STALE_CHAIN_DELAY).map(|(n, _)| n.clone()).collect();
+        for name in due {
+            self.stale_sets.remove(&name);
+            let _ = writeln!(stale, "delete set {fam} {table} {name}");
+        }
+        plan.text = [decl, flush, rules, del, add, stale_flush, stale].concat();
+        plan
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
