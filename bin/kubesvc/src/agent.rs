@@ -49,6 +49,8 @@ pub struct Args {
     /// other end, so its agents stop cleanly whenever it goes, even killed.
     #[arg(long, hide = true)]
     stop_when_stdin_closes: bool,
+    #[command(flatten)]
+    proxy: crate::proxy::Flags,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -85,6 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     let mut sup = Supervisor::new();
+    crate::proxy::start(&mut sup, client.clone(), config.node_name.clone(), vec![node_ip], args.proxy).await?;
     let stop = sup.stopping();
     sup.spawn("agent", async move { Ok(kubesvc_agent::run(client, config, stop).await?) });
     sup.run().await

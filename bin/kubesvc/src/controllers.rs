@@ -24,7 +24,7 @@ pub struct Flags {
     allocate_node_cidrs: bool,
     /// Pods' address range; a second range of the other family, after a comma, for dual-stack.
     #[arg(long, default_value = "10.244.0.0/16")]
-    cluster_cidr: String,
+    pub cluster_cidr: String,
     /// The size of each node's IPv4 pod CIDR.
     #[arg(long, alias = "node-cidr-mask-size-ipv4", default_value_t = 24)]
     node_cidr_mask_size: u8,

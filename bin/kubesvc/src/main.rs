@@ -4,6 +4,7 @@
 
 mod agent;
 mod controllers;
+mod proxy;
 mod server;
 mod supervisor;
 mod tool;
@@ -21,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     #[command(flatten)]
-    Role(Role),
+    Role(Box<Role>),
     /// Test servers and probes to run inside pods (as Kubernetes' agnhost).
     #[command(subcommand)]
     Tool(tool::Tool),
@@ -51,6 +52,8 @@ enum Role {
     Controllers(controllers::Args),
     /// Run the node agent: register this node and run the pods bound to it.
     Agent(agent::Args),
+    /// Run the service proxy (a stand-in for kube-proxy) against any Kubernetes API server.
+    Proxy(proxy::Args),
     /// Run a local cluster: server, controllers and nodes (agents in network namespaces of their own).
     Up(up::Args),
 }
@@ -67,7 +70,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             return rt.block_on(tool::run(tool));
         }
-        Command::Role(role) => role,
+        Command::Role(role) => *role,
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             Role::Server(args) => server::run(args).await,
             Role::Controllers(args) => controllers::run(args).await,
             Role::Agent(args) => agent::run(args).await,
+            Role::Proxy(args) => proxy::run(args).await,
             Role::Up(args) => up::run(args).await,
         }
     })

@@ -10,7 +10,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 #[derive(clap::Subcommand)]
 pub enum Tool {
-    /// Answer every HTTP request (and TCP or UDP message, if asked) with this host's name.
+    /// Answer every HTTP request (and TCP or UDP message, if asked) with this host's name
+    /// (`/clientip`: the client's address and port as seen here).
     ServeHostname {
         #[arg(long, default_value_t = 9376)]
         port: u16,
@@ -76,18 +77,19 @@ pub async fn run(tool: Tool) -> anyhow::Result<()> {
     }
 }
 
-/// Reads one HTTP request's head (what follows it is not read).
-async fn read_head(s: &mut TcpStream) -> std::io::Result<bool> {
+/// Reads one HTTP request's head (what follows it is not read); gives its path.
+async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<String>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = s.read(&mut chunk).await?;
         if n == 0 || buf.len() > 64 * 1024 {
-            return Ok(false);
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(true)
+    let line = String::from_utf8_lossy(&buf);
+    Ok(Some(line.split_whitespace().nth(1).unwrap_or("/").to_string()))
 }
 
 async fn serve_hostname(port: u16, http: bool, tcp: bool, udp: bool) -> anyhow::Result<()> {
@@ -105,11 +107,14 @@ async fn serve_hostname(port: u16, http: bool, tcp: bool, udp: bool) -> anyhow::
                     let _ = s.write_all(name.as_bytes()).await;
                     return;
                 }
-                // Keep-alive: one answer per request until the client closes.
-                while let Ok(true) = read_head(&mut s).await {
+                // Keep-alive: one answer per request until the client closes. `/clientip`
+                // answers the client's address as this pod sees it (agnhost's netexec does).
+                let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                while let Ok(Some(path)) = read_head(&mut s).await {
+                    let body = if path == "/clientip" { peer.as_str() } else { name.as_str() };
                     let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{name}",
-                        name.len()
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
                     );
                     if s.write_all(answer.as_bytes()).await.is_err() {
                         break;

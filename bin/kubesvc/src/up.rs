@@ -44,6 +44,9 @@ pub struct Args {
     /// The API server's port, on the bridge's address.
     #[arg(long, default_value_t = 6443)]
     api_port: u16,
+    /// How the nodes program Services (auto: the best that works here; `up` says which).
+    #[arg(long, value_enum, default_value = "auto")]
+    proxy_mode: crate::proxy::Mode,
     #[command(flatten)]
     controller_flags: controllers::Flags,
 }
@@ -185,7 +188,12 @@ fn node_certificates(data_dir: &Path, node: &NodePlan, server_url: &str) -> anyh
 
 /// `kubesvc agent` for a node, started inside its namespace; its stdin is
 /// held by `up`, so the agent stops when `up` goes, however it goes.
-fn spawn_agent(node: &NodePlan, kubeconfig: &Path, dns: IpAddr) -> anyhow::Result<tokio::process::Child> {
+fn spawn_agent(
+    node: &NodePlan,
+    kubeconfig: &Path,
+    dns: IpAddr,
+    extra: &[String],
+) -> anyhow::Result<tokio::process::Child> {
     let exe = std::env::current_exe().context("finding the kubesvc binary")?;
     let log = std::fs::File::create(node.dir.join("agent.log"))?;
     let mut cmd = tokio::process::Command::new(exe);
@@ -202,6 +210,7 @@ fn spawn_agent(node: &NodePlan, kubeconfig: &Path, dns: IpAddr) -> anyhow::Resul
         .arg("--client-ca-file")
         .arg(node.dir.join("ca.crt"))
         .arg("--stop-when-stdin-closes")
+        .args(extra)
         .stdin(std::process::Stdio::piped())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -310,12 +319,21 @@ async fn serve(
         .and_then(|c| Cidr::parse(c.trim()).ok())
         .and_then(|c| c.nth(10))
         .context("the service range has no tenth address for cluster DNS")?;
+    let mode = crate::proxy::choose(args.proxy_mode, &kubesvc_proxy::nft::apply::Nft::default()).await?;
+    let proxy_args = vec![
+        "--proxy-mode".to_string(),
+        crate::proxy::mode_name(mode).to_string(),
+        "--cluster-cidr".to_string(),
+        args.controller_flags.cluster_cidr.clone(),
+        "--service-cluster-ip-range".to_string(),
+        settings.service_cidr.clone(),
+    ];
     let kubeconfig = server::spawn(&mut sup, settings).await?;
     let server_url = format!("https://{listen}");
     let mut agents = Vec::new();
     for node in nodes {
         let kc = node_certificates(data_dir, node, &server_url)?;
-        agents.push(spawn_agent(node, &kc, dns)?);
+        agents.push(spawn_agent(node, &kc, dns, &proxy_args)?);
     }
     let client = kubesvc_runtime::client::from_kubeconfig(Some(&kubeconfig)).await?;
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
@@ -328,10 +346,11 @@ async fn serve(
         return Err(e);
     }
     println!(
-        "kubesvc is up: {} node{} Ready in {:.2}s\n\n  export KUBECONFIG={}\n  kubectl get nodes\n\nNode logs: {}/nodes/*/agent.log. Ctrl-C stops the cluster and removes what it set up.",
+        "kubesvc is up: {} node{} Ready in {:.2}s, Services by the {} proxy\n\n  export KUBECONFIG={}\n  kubectl get nodes\n\nNode logs: {}/nodes/*/agent.log. Ctrl-C stops the cluster and removes what it set up.",
         nodes.len(),
         if nodes.len() == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64(),
+        crate::proxy::mode_name(mode),
         kubeconfig.display(),
         data_dir.display(),
     );

@@ -8,9 +8,8 @@ mod common;
 
 use std::process::Command;
 
-use common::eventually;
+use common::{eventually, json, running_pods};
 use kubesvc_testsupport::Cluster;
-use serde_json::Value;
 
 /// What the machine has that a cluster named `name` could have made: named
 /// namespaces, links in the test's namespace, mounts, processes.
@@ -54,10 +53,6 @@ fn footprint(name: &str, dir: &std::path::Path, pod_uids: &[String]) -> Footprin
     Footprint { netns, links, mounts, processes }
 }
 
-fn json(c: &Cluster, args: &[&str]) -> Value {
-    serde_json::from_str(&c.kubectl(args).ok()).unwrap()
-}
-
 const WEB: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -73,24 +68,6 @@ spec:
         image: agnhost
         command: ["KUBESVC", "tool", "serve-hostname", "--port", "8080"]
 "#;
-
-/// Every pod's name and IP, once all `want` are Running with an IP.
-fn running_pods(c: &Cluster, want: usize) -> Vec<(String, String, String)> {
-    eventually("the pods run", || {
-        let list = json(c, &["get", "pods", "-l", "app=web", "-o", "json"]);
-        let pods: Vec<(String, String, String)> = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-            .map(|p| {
-                let s = |v: &Value| v.as_str().unwrap().to_string();
-                (s(&p["metadata"]["name"]), s(&p["status"]["podIP"]), s(&p["spec"]["nodeName"]))
-            })
-            .collect();
-        (pods.len() == want).then_some(pods)
-    })
-}
 
 /// An HTTP GET from inside pod `from`.
 fn http_from(c: &Cluster, from: &str, ip: &str) -> String {
@@ -175,7 +152,7 @@ fn up_runs_two_nodes_whose_pods_reach_each_other_and_leaves_nothing_behind() {
 
     // Four pods over two nodes; each answers every other, within its node and across.
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&WEB.replace("KUBESVC", bin))).ok();
-    let pods = running_pods(&c, 4);
+    let pods = running_pods(&c, "app=web", 4);
     let on = |node: &str| pods.iter().filter(|p| p.2 == node).count();
     assert!(on("node-1") >= 1 && on("node-2") >= 1, "the scheduler spreads the pods: {pods:?}");
     for (from, _, _) in &pods {
@@ -207,7 +184,7 @@ fn up_runs_two_nodes_whose_pods_reach_each_other_and_leaves_nothing_behind() {
         "after `up` stopped"
     );
     c.start_again().unwrap();
-    let again = running_pods(&c, 4);
+    let again = running_pods(&c, "app=web", 4);
     let names = |p: &[(String, String, String)]| {
         let mut n: Vec<String> = p.iter().map(|p| p.0.clone()).collect();
         n.sort();
@@ -216,7 +193,7 @@ fn up_runs_two_nodes_whose_pods_reach_each_other_and_leaves_nothing_behind() {
     assert_eq!(names(&again), names(&pods), "the same pods run after the second up");
     // Until the new agents report, the pods' status still shows the last run's addresses.
     eventually("the pods answer at their new addresses", || {
-        let again = running_pods(&c, 4);
+        let again = running_pods(&c, "app=web", 4);
         let (p1, ip1, _) = &again[1];
         (try_http_from(&c, &again[0].0, ip1).ok().as_deref() == Some(p1.as_str())).then_some(())
     });
@@ -384,7 +361,7 @@ spec:
     c.kubectl_stdin(&["apply", "-f", "-"], Some(talker)).ok();
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&WEB.replace("KUBESVC", bin).replace("replicas: 4", "replicas: 2")))
         .ok();
-    running_pods(&c, 2);
+    running_pods(&c, "app=web", 2);
     eventually("talker talks", || c.kubectl(&["logs", "talker"]).stdout.contains("tick 3").then_some(()));
 
     // logs: all, --tail, --timestamps, -f, --previous, a container that is not there.
@@ -448,7 +425,7 @@ spec:
 
     // port-forward to a pod, and to a service (a ready pod behind it, as kubectl picks one).
     c.kubectl(&["expose", "deployment", "web", "--port", "80", "--target-port", "8080"]).ok();
-    let pods: Vec<String> = running_pods(&c, 2).into_iter().map(|p| p.0).collect();
+    let pods: Vec<String> = running_pods(&c, "app=web", 2).into_iter().map(|p| p.0).collect();
     let mut pf = c.kubectl_command(&["port-forward", &format!("pod/{}", pods[0]), "18080:8080"]).spawn().unwrap();
     let answer = eventually("the pod answers through port-forward", || get("http://127.0.0.1:18080/"));
     assert_eq!(answer, pods[0]);

@@ -4,8 +4,11 @@
 //! transactions. The rendering is pure and tested by tracing packets through
 //! it ([`trace`]); the runner applies it with `nft`.
 
+pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod nft;
+pub mod runner;
 pub mod topology;
 pub mod trace;
 pub mod tracker;

@@ -194,7 +194,8 @@ pub fn service_ports(svc: &Service, family: Family) -> Vec<Arc<ServicePort>> {
         Vec::new()
     };
     let affinity_seconds = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-        let timeout = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+        let timeout =
+            spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
         timeout.and_then(|t| u32::try_from(t).ok()).filter(|t| *t > 0).unwrap_or(10800)
     });
     let traffic_distribution = match spec.traffic_distribution.as_deref() {
@@ -245,15 +246,15 @@ pub fn slice_endpoints(slice: &EndpointSlice, node: &str) -> Vec<(String, Protoc
     };
     let mut out = Vec::new();
     for p in slice.ports.iter().flatten() {
-        let (Some(protocol), Some(port)) = (
-            Protocol::parse(p.protocol.as_deref()),
-            p.port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0),
-        ) else {
+        let (Some(protocol), Some(port)) =
+            (Protocol::parse(p.protocol.as_deref()), p.port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0))
+        else {
             continue;
         };
         let mut eps = Vec::new();
         for e in slice.endpoints.iter().flatten() {
-            let Some(ip) = e.addresses.first().and_then(|a| parse_ip_lenient(a)).filter(|ip| Family::of(ip) == family) else {
+            let Some(ip) = e.addresses.first().and_then(|a| parse_ip_lenient(a)).filter(|ip| Family::of(ip) == family)
+            else {
                 continue;
             };
             let c = e.conditions.as_ref();
@@ -266,8 +267,18 @@ pub fn slice_endpoints(slice: &EndpointSlice, node: &str) -> Vec<(String, Protoc
                 serving: c.and_then(|c| c.serving).unwrap_or(true),
                 terminating: c.and_then(|c| c.terminating).unwrap_or(false),
                 local: e.node_name.as_deref() == Some(node),
-                zone_hints: hints.and_then(|h| h.for_zones.as_ref()).into_iter().flatten().map(|z| z.name.clone()).collect(),
-                node_hints: hints.and_then(|h| h.for_nodes.as_ref()).into_iter().flatten().map(|z| z.name.clone()).collect(),
+                zone_hints: hints
+                    .and_then(|h| h.for_zones.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|z| z.name.clone())
+                    .collect(),
+                node_hints: hints
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|z| z.name.clone())
+                    .collect(),
             });
         }
         out.push((p.name.clone().unwrap_or_default(), protocol, eps));

@@ -66,8 +66,11 @@ pub fn categorize(port: &ServicePort, endpoints: &[Endpoint], node: &str, zone: 
         out.cluster = endpoints.iter().filter(|e| e.ready && available(e, mode, node, zone)).cloned().collect();
         if out.cluster.is_empty() {
             // Nothing ready anywhere: drain to serving terminating endpoints.
-            out.cluster =
-                endpoints.iter().filter(|e| e.serving && e.terminating && available(e, mode, node, zone)).cloned().collect();
+            out.cluster = endpoints
+                .iter()
+                .filter(|e| e.serving && e.terminating && available(e, mode, node, zone))
+                .cloned()
+                .collect();
         }
         out.any = !out.cluster.is_empty();
     }

@@ -70,14 +70,7 @@ impl<'a> Tracer<'a> {
 
     /// Every way `p` can go (one per random choice on its path), without duplicates.
     pub fn trace(&self, p: &Packet) -> Vec<Outcome> {
-        let st = State {
-            dst: p.dst,
-            dport: p.dport,
-            mark: 0,
-            dnat: None,
-            masquerade: false,
-            updated: BTreeSet::new(),
-        };
+        let st = State { dst: p.dst, dport: p.dport, mark: 0, dnat: None, masquerade: false, updated: BTreeSet::new() };
         let hooks: &[Hook] = if p.from_node { &[Hook::Output] } else { &[Hook::Prerouting] };
         let mut out = BTreeSet::new();
         for (st, fate) in self.hooks(p, hooks, st) {
@@ -139,7 +132,14 @@ impl<'a> Tracer<'a> {
         self.rules(p, rules, 0, st, depth)
     }
 
-    fn rules(&self, p: &Packet, rules: &[crate::nft::ir::Rule], i: usize, st: State, depth: usize) -> Vec<(State, Flow)> {
+    fn rules(
+        &self,
+        p: &Packet,
+        rules: &[crate::nft::ir::Rule],
+        i: usize,
+        st: State,
+        depth: usize,
+    ) -> Vec<(State, Flow)> {
         let Some(r) = rules.get(i) else { return vec![(st, Flow::Continue)] };
         if !r.matches.iter().all(|m| self.matches(p, m, &st)) {
             return self.rules(p, rules, i + 1, st, depth);
@@ -147,7 +147,15 @@ impl<'a> Tracer<'a> {
         self.stmts(p, rules, i, 0, st, depth)
     }
 
-    fn stmts(&self, p: &Packet, rules: &[crate::nft::ir::Rule], i: usize, j: usize, mut st: State, depth: usize) -> Vec<(State, Flow)> {
+    fn stmts(
+        &self,
+        p: &Packet,
+        rules: &[crate::nft::ir::Rule],
+        i: usize,
+        j: usize,
+        mut st: State,
+        depth: usize,
+    ) -> Vec<(State, Flow)> {
         let Some(stmt) = rules[i].stmts.get(j) else { return self.rules(p, rules, i + 1, st, depth) };
         let goto = |c: &str, st: State| -> Vec<(State, Flow)> {
             // A goto does not come back: when the target ends, so does this chain.

@@ -51,7 +51,8 @@ impl Tracker {
             Some(s) => self.families.iter().flat_map(|f| model::service_ports(s, *f)).collect(),
             None => Vec::new(),
         };
-        let old = if ports.is_empty() { self.services.remove(&name) } else { self.services.insert(name.clone(), ports) };
+        let old =
+            if ports.is_empty() { self.services.remove(&name) } else { self.services.insert(name.clone(), ports) };
         let changed = match (old, self.services.get(&name)) {
             (None, None) => false,
             (Some(a), Some(b)) => a != *b,

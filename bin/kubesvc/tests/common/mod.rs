@@ -54,3 +54,26 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `kubectl <args>` (with `-o json`) parsed.
+pub fn json(c: &Cluster, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&c.kubectl(args).ok()).unwrap()
+}
+
+/// The name, IP and node of the pods `selector` picks, once exactly `want` are Running with an IP.
+pub fn running_pods(c: &Cluster, selector: &str, want: usize) -> Vec<(String, String, String)> {
+    eventually("the pods run", || {
+        let list = json(c, &["get", "pods", "-l", selector, "-o", "json"]);
+        let pods: Vec<(String, String, String)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+            .map(|p| {
+                let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+                (s(&p["metadata"]["name"]), s(&p["status"]["podIP"]), s(&p["spec"]["nodeName"]))
+            })
+            .collect();
+        (pods.len() == want).then_some(pods)
+    })
+}

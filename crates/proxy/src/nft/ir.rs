@@ -17,11 +17,17 @@ pub const MASQ_MARK: u32 = 0x4000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Match {
     /// `ip saddr { ... }` (or `!=` when `negated`).
-    Saddr { negated: bool, cidrs: Vec<Cidr> },
+    Saddr {
+        negated: bool,
+        cidrs: Vec<Cidr>,
+    },
     SaddrIs(IpAddr),
     SaddrInSet(String),
     DaddrIs(IpAddr),
-    Daddr { negated: bool, cidrs: Vec<Cidr> },
+    Daddr {
+        negated: bool,
+        cidrs: Vec<Cidr>,
+    },
     DaddrInSet(String),
     /// `tcp dport 80`
     Dport(Protocol, u16),
@@ -49,7 +55,9 @@ pub enum Stmt {
     Numgen(Vec<String>),
     MarkOr(u32),
     MarkXor(u32),
-    Masquerade { fully_random: bool },
+    Masquerade {
+        fully_random: bool,
+    },
     /// `update @set { ip saddr }`
     UpdateSaddr(String),
     /// `meta l4proto tcp dnat to 10.0.0.1:80`

@@ -202,7 +202,8 @@ impl Table {
             }
             for ((map, key), v) in &new.elements {
                 if old.elements.get(&(*map, *key)) != Some(v) {
-                    let _ = writeln!(add, "add element {fam} {table} {map} {{ {} : {} }}", syn.key(key), syn.verdict(v));
+                    let _ =
+                        writeln!(add, "add element {fam} {table} {map} {{ {} : {} }}", syn.key(key), syn.verdict(v));
                 }
             }
             for (set, ip) in old.set_elements.difference(&new.set_elements) {

@@ -120,8 +120,10 @@ pub fn base_ruleset(cfg: &NftConfig) -> Ruleset {
         ],
     );
     add(REJECT_CHAIN, None, vec![rule(vec![], Stmt::Reject)]);
-    let mut check = vec![rule(vec![Match::DaddrInSet(CLUSTER_IPS.into())], Stmt::Reject)
-        .commented("Reject traffic to invalid ports of ClusterIPs")];
+    let mut check = vec![
+        rule(vec![Match::DaddrInSet(CLUSTER_IPS.into())], Stmt::Reject)
+            .commented("Reject traffic to invalid ports of ClusterIPs"),
+    ];
     if !cfg.service_cidrs.is_empty() {
         check.push(
             rule(vec![Match::Daddr { negated: false, cidrs: cfg.service_cidrs.clone() }], Stmt::Drop)
@@ -130,7 +132,11 @@ pub fn base_ruleset(cfg: &NftConfig) -> Ruleset {
     }
     add("cluster-ips-check", None, check);
     add("service-endpoints-check", None, vec![rule(vec![], Stmt::VmapAddrProtoPort(NO_ENDPOINT_SERVICES.into()))]);
-    add("nodeport-endpoints-check", None, vec![rule(cfg.node_port_matches(), Stmt::VmapProtoPort(NO_ENDPOINT_NODEPORTS.into()))]);
+    add(
+        "nodeport-endpoints-check",
+        None,
+        vec![rule(cfg.node_port_matches(), Stmt::VmapProtoPort(NO_ENDPOINT_NODEPORTS.into()))],
+    );
     add("firewall-check", None, vec![rule(vec![], Stmt::VmapAddrProtoPort(FIREWALL_IPS.into()))]);
     add(
         "services",
@@ -318,13 +324,19 @@ pub fn render_port(cfg: &NftConfig, p: &ServicePort, cat: &Categorized, out: &mu
         } else {
             if !cfg.pod_cidrs.is_empty() {
                 rules.push(
-                    rule(vec![Match::Saddr { negated: false, cidrs: cfg.pod_cidrs.clone() }], Stmt::Goto(cluster_chain.clone()))
-                        .commented("short-circuit pod traffic"),
+                    rule(
+                        vec![Match::Saddr { negated: false, cidrs: cfg.pod_cidrs.clone() }],
+                        Stmt::Goto(cluster_chain.clone()),
+                    )
+                    .commented("short-circuit pod traffic"),
                 );
             }
-            rules.push(rule(vec![Match::FibSaddrLocal], jump(MARK_FOR_MASQUERADE)).commented("masquerade local traffic"));
             rules.push(
-                rule(vec![Match::FibSaddrLocal], Stmt::Goto(cluster_chain.clone())).commented("route local traffic to cluster policy"),
+                rule(vec![Match::FibSaddrLocal], jump(MARK_FOR_MASQUERADE)).commented("masquerade local traffic"),
+            );
+            rules.push(
+                rule(vec![Match::FibSaddrLocal], Stmt::Goto(cluster_chain.clone()))
+                    .commented("route local traffic to cluster policy"),
             );
         }
         if has_external {

@@ -42,12 +42,18 @@ impl World {
     }
 
     pub fn with(cfg: NftConfig) -> World {
-        World { tracker: Tracker::new(&cfg.node.clone(), vec![cfg.family]), table: Table::new(cfg), now: Instant::now(), dynamic: vec![] }
+        World {
+            tracker: Tracker::new(&cfg.node.clone(), vec![cfg.family]),
+            table: Table::new(cfg),
+            now: Instant::now(),
+            dynamic: vec![],
+        }
     }
 
     pub fn svc(&mut self, v: Value) {
         let s: Service = serde_json::from_value(v).unwrap();
-        let name = ServiceName { namespace: s.metadata.namespace.clone().unwrap(), name: s.metadata.name.clone().unwrap() };
+        let name =
+            ServiceName { namespace: s.metadata.namespace.clone().unwrap(), name: s.metadata.name.clone().unwrap() };
         self.tracker.service(name, Some(&s));
     }
 
@@ -92,7 +98,7 @@ impl World {
     }
 
     /// The same, sent by the node itself.
-    pub fn from_node(&self, dst: &str, port: u16) -> String {
+    pub fn sent_by_node(&self, dst: &str, port: u16) -> String {
         summary(&self.outcomes(NODE_IP, dst, port, Protocol::Tcp, true))
     }
 }
@@ -156,30 +162,38 @@ fn cluster_ip_spreads_over_endpoints_and_masquerades_only_traffic_from_outside_t
     web(&mut w, json!({}));
     assert_eq!(w.to("10.244.1.9", "10.96.0.10", 80), BOTH);
     assert_eq!(w.to("10.244.3.9", "10.96.0.10", 80), BOTH);
-    assert_eq!(w.from_node("10.96.0.10", 80), BOTH_MASQ);
+    assert_eq!(w.sent_by_node("10.96.0.10", 80), BOTH_MASQ);
     assert_eq!(w.to("192.168.0.99", "10.96.0.10", 80), BOTH_MASQ);
     // Hairpin: a pod reaching itself through its Service is masqueraded (else it would answer itself).
     assert_eq!(w.to("10.244.1.5", "10.96.0.10", 80), "dnat 10.244.1.5:8080 masq, dnat 10.244.2.5:8080");
     // A port the Service does not have is refused at once; an address no Service holds is dropped.
     assert_eq!(w.to("10.244.1.9", "10.96.0.10", 81), "reject");
     assert_eq!(w.udp("10.244.1.9", "10.96.0.10", 80), "reject");
-    assert_eq!(w.from_node("10.96.0.10", 81), "reject");
+    assert_eq!(w.sent_by_node("10.96.0.10", 81), "reject");
     assert_eq!(w.to("10.244.1.9", "10.96.0.77", 80), "drop");
     // Other traffic is left alone.
     assert_eq!(w.to("10.244.1.9", "10.244.2.5", 8080), "accept");
-    assert_eq!(w.from_node("10.244.2.5", 8080), "accept");
+    assert_eq!(w.sent_by_node("10.244.2.5", 8080), "accept");
 }
 
 #[test]
 fn no_ready_endpoints_rejects_and_terminating_ones_drain() {
     let mut w = World::new();
-    w.svc(service("web", "10.96.0.10", json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]})));
+    w.svc(service(
+        "web",
+        "10.96.0.10",
+        json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+    ));
     w.sync();
     assert_eq!(w.to("10.244.1.9", "10.96.0.10", 80), "reject");
     assert_eq!(w.to("192.168.0.99", NODE_IP, 30080), "reject");
-    assert_eq!(w.from_node(NODE_IP, 30080), "reject");
+    assert_eq!(w.sent_by_node(NODE_IP, 30080), "reject");
     // Not ready and not serving: still no endpoints.
-    w.slice(slice("web", "web-1", &[("10.244.1.5", "node-a", json!({"ready": false, "serving": false, "terminating": true}))]));
+    w.slice(slice(
+        "web",
+        "web-1",
+        &[("10.244.1.5", "node-a", json!({"ready": false, "serving": false, "terminating": true}))],
+    ));
     w.sync();
     assert_eq!(w.to("10.244.1.9", "10.96.0.10", 80), "reject");
     // Serving while terminating, and nothing ready anywhere: traffic drains to it.
@@ -211,8 +225,8 @@ fn node_ports_answer_on_node_addresses_but_not_loopback() {
     let mut w = World::new();
     web(&mut w, json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
     assert_eq!(w.to("192.168.0.99", NODE_IP, 30080), BOTH_MASQ);
-    assert_eq!(w.from_node(NODE_IP, 30080), BOTH_MASQ);
-    assert_eq!(w.from_node("127.0.0.1", 30080), "accept");
+    assert_eq!(w.sent_by_node(NODE_IP, 30080), BOTH_MASQ);
+    assert_eq!(w.sent_by_node("127.0.0.1", 30080), "accept");
     assert_eq!(w.to("192.168.0.99", NODE_IP, 30081), "accept");
     // The cluster IP still works as before.
     assert_eq!(w.to("10.244.1.9", "10.96.0.10", 80), BOTH);
@@ -235,7 +249,7 @@ fn external_traffic_policy_local_keeps_the_source_and_uses_local_endpoints() {
     // Pods are short-circuited to every endpoint, as if they had gone out and come back.
     assert_eq!(w.to("10.244.1.9", NODE_IP, 30080), BOTH);
     // The node itself gets masqueraded, to every endpoint.
-    assert_eq!(w.from_node(NODE_IP, 30080), BOTH_MASQ);
+    assert_eq!(w.sent_by_node(NODE_IP, 30080), BOTH_MASQ);
     // The cluster IP is not affected by the external policy.
     assert_eq!(w.to("10.244.1.9", "10.96.0.10", 80), BOTH);
 
@@ -248,7 +262,7 @@ fn external_traffic_policy_local_keeps_the_source_and_uses_local_endpoints() {
     assert_eq!(w.to("192.168.0.99", NODE_IP, 30080), "drop");
     assert_eq!(w.to("192.168.0.99", "203.0.113.7", 80), "drop");
     assert_eq!(w.to("10.244.1.9", NODE_IP, 30080), "dnat 10.244.2.5:8080");
-    assert_eq!(w.from_node(NODE_IP, 30080), "dnat 10.244.2.5:8080 masq");
+    assert_eq!(w.sent_by_node(NODE_IP, 30080), "dnat 10.244.2.5:8080 masq");
 }
 
 #[test]
@@ -272,7 +286,8 @@ fn external_ips_and_load_balancers_with_source_ranges() {
         json!({"type": "LoadBalancer", "externalIPs": ["203.0.113.7"], "loadBalancerSourceRanges": ["10.1.0.0/16"],
             "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
     );
-    s["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.168.0.200"}, {"ip": "192.168.0.201", "ipMode": "Proxy"}]}});
+    s["status"] =
+        json!({"loadBalancer": {"ingress": [{"ip": "192.168.0.200"}, {"ip": "192.168.0.201", "ipMode": "Proxy"}]}});
     w.svc(s);
     w.slice(slice("web", "web-1", &[("10.244.1.5", "node-a", ready()), ("10.244.2.5", "node-b", ready())]));
     w.sync();
@@ -305,9 +320,7 @@ fn client_ip_affinity_sends_a_known_client_to_its_endpoint_and_remembers_new_one
 
 #[test]
 fn traffic_distribution_prefers_endpoints_hinted_for_this_zone_or_node() {
-    let zone = |ip: &str, node: &str, z: &str| {
-        json!({"addresses": [ip], "nodeName": node, "zone": z, "conditions": {"ready": true}, "hints": {"forZones": [{"name": z}], "forNodes": [{"name": node}]}})
-    };
+    let zone = |ip: &str, node: &str, z: &str| json!({"addresses": [ip], "nodeName": node, "zone": z, "conditions": {"ready": true}, "hints": {"forZones": [{"name": z}], "forNodes": [{"name": node}]}});
     let mut w = World::new();
     w.svc(service("web", "10.96.0.10", json!({"trafficDistribution": "PreferClose"})));
     let mut s = slice("web", "web-1", &[]);
@@ -316,7 +329,11 @@ fn traffic_distribution_prefers_endpoints_hinted_for_this_zone_or_node() {
     w.sync();
     assert_eq!(w.to("10.244.1.9", "10.96.0.10", 80), "dnat 10.244.1.5:8080");
     // PreferSameNode: the endpoint hinted for this node.
-    s["endpoints"] = json!([zone("10.244.1.5", "node-c", "zone-a"), zone("10.244.1.6", "node-a", "zone-a"), zone("10.244.2.5", "node-b", "zone-b")]);
+    s["endpoints"] = json!([
+        zone("10.244.1.5", "node-c", "zone-a"),
+        zone("10.244.1.6", "node-a", "zone-a"),
+        zone("10.244.2.5", "node-b", "zone-b")
+    ]);
     w.svc(service("web", "10.96.0.10", json!({"trafficDistribution": "PreferSameNode"})));
     w.slice(s.clone());
     w.sync();
@@ -325,7 +342,10 @@ fn traffic_distribution_prefers_endpoints_hinted_for_this_zone_or_node() {
     s["endpoints"][2]["hints"] = Value::Null;
     w.slice(s);
     w.sync();
-    assert_eq!(w.to("10.244.1.9", "10.96.0.10", 80), "dnat 10.244.1.5:8080, dnat 10.244.1.6:8080, dnat 10.244.2.5:8080");
+    assert_eq!(
+        w.to("10.244.1.9", "10.96.0.10", 80),
+        "dnat 10.244.1.5:8080, dnat 10.244.1.6:8080, dnat 10.244.2.5:8080"
+    );
 }
 
 #[test]
@@ -388,7 +408,11 @@ fn a_sync_rewrites_only_what_changed_and_deletes_unused_chains_later() {
     assert!(!plan.full);
     assert!(!plan.text.contains("table"), "{}", plan.text);
     assert!(!plan.text.contains("/web/"), "only api is touched:\n{}", plan.text);
-    assert!(plan.text.contains("add element ip kubesvc service-ips { 10.96.0.11 . tcp . 80 : goto service-"), "{}", plan.text);
+    assert!(
+        plan.text.contains("add element ip kubesvc service-ips { 10.96.0.11 . tcp . 80 : goto service-"),
+        "{}",
+        plan.text
+    );
     // Nothing changed, nothing to do.
     assert_eq!(w.sync().text, "");
     // One endpoint goes: its chain is flushed now and deleted a second later.
@@ -450,7 +474,13 @@ impl Scratch {
     }
 
     fn nft(&self) -> super::apply::Nft {
-        super::apply::Nft::with_argv(vec!["nsenter".into(), "-t".into(), self.child.id().to_string(), "-n".into(), "nft".into()])
+        super::apply::Nft::with_argv(vec![
+            "nsenter".into(),
+            "-t".into(),
+            self.child.id().to_string(),
+            "-n".into(),
+            "nft".into(),
+        ])
     }
 }
 
@@ -481,7 +511,11 @@ async fn the_kernel_takes_every_transaction_full_and_incremental() {
     w.slice(slice("web", "web-1", &[("10.244.1.5", "node-a", ready()), ("10.244.2.5", "node-b", ready())]));
     lb(&mut w);
     w.slice(slice("lb", "lb-1", &[("10.244.1.5", "node-a", ready()), ("10.244.2.5", "node-b", ready())]));
-    w.svc(service("empty", "10.96.0.13", json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30081}]})));
+    w.svc(service(
+        "empty",
+        "10.96.0.13",
+        json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30081}]}),
+    ));
     let plan = w.sync();
     assert!(plan.full);
     nft.apply(&plan.text).await.unwrap_or_else(|e| panic!("{e}\n{}", plan.text));
@@ -489,14 +523,27 @@ async fn the_kernel_takes_every_transaction_full_and_incremental() {
     assert!(listed.contains("10.96.0.10 . tcp . 80 : goto service-"), "{listed}");
     assert!(listed.contains("numgen random mod 2 vmap"), "{listed}");
     // Every kind of change, each applied in turn.
-    let steps: Vec<Box<dyn Fn(&mut World)>> = vec![
+    type Step<'a> = Box<dyn Fn(&mut World) + 'a>;
+    let steps: Vec<Step> = vec![
         Box::new(|w| w.slice(slice("web", "web-1", &[("10.244.1.5", "node-a", ready())]))),
-        Box::new(|w| w.svc(service("web", "10.96.0.10", json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}})))),
+        Box::new(|w| {
+            w.svc(service(
+                "web",
+                "10.96.0.10",
+                json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}}),
+            ))
+        }),
         Box::new(|w| w.delete_svc("default", "lb")),
         Box::new(|w| w.now += Duration::from_secs(2)),
         Box::new(|w| lb(w)),
         Box::new(|w| w.slice(slice("empty", "empty-1", &[("10.244.3.5", "node-b", ready())]))),
-        Box::new(|w| w.slice(slice("web", "web-1", &[("10.244.1.5", "node-a", json!({"ready": false, "serving": true, "terminating": true}))]))),
+        Box::new(|w| {
+            w.slice(slice(
+                "web",
+                "web-1",
+                &[("10.244.1.5", "node-a", json!({"ready": false, "serving": true, "terminating": true}))],
+            ))
+        }),
         Box::new(|w| w.now += Duration::from_secs(2)),
     ];
     for (i, step) in steps.iter().enumerate() {
@@ -507,8 +554,11 @@ async fn the_kernel_takes_every_transaction_full_and_incremental() {
     }
     // What the kernel holds is what a rebuild would write: no chain left over, none missing.
     let listed = nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap();
-    let kernel: std::collections::BTreeSet<String> =
-        listed.lines().filter_map(|l| l.trim().strip_prefix("chain ")).map(|l| l.trim_end_matches(" {").to_string()).collect();
+    let kernel: std::collections::BTreeSet<String> = listed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("chain "))
+        .map(|l| l.trim_end_matches(" {").to_string())
+        .collect();
     let expected: std::collections::BTreeSet<String> = w.table.ruleset().chains.keys().cloned().collect();
     assert_eq!(kernel, expected);
     // A refused transaction changes nothing.
