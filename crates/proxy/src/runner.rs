@@ -148,7 +148,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
                 table.plan(changes, Instant::now())
             };
             report_conflicts(&recorder, &services, &plan).await;
-            if let Err(e) = config.nft.apply(&plan.text).await {
+            if let Err(e) = config.nft.apply(&plan.text()).await {
                 tracing::error!(error = %e, family = ?table.config().family, full = plan.full, "proxy: nftables sync failed; the next sync rebuilds the table");
                 table.reset();
                 ok = false;

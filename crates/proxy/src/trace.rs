@@ -144,6 +144,12 @@ impl<'a> Tracer<'a> {
         if !r.matches.iter().all(|m| self.matches(p, m, &st)) {
             return self.rules(p, rules, i + 1, st, depth);
         }
+        // A random match goes both ways: every path is followed.
+        if r.matches.iter().any(|m| matches!(m, Match::NumgenOneIn(_))) {
+            let mut out = self.stmts(p, rules, i, 0, st.clone(), depth);
+            out.extend(self.rules(p, rules, i + 1, st, depth));
+            return out;
+        }
         self.stmts(p, rules, i, 0, st, depth)
     }
 
@@ -196,7 +202,6 @@ impl<'a> Tracer<'a> {
                 let v = self.rs.maps.get(m).and_then(|m| m.get(&key)).cloned();
                 verdict(v.as_ref(), st)
             }
-            Stmt::Numgen(chains) => chains.iter().flat_map(|c| goto(c, st.clone())).collect(),
             Stmt::MarkOr(m) => {
                 st.mark |= m;
                 self.stmts(p, rules, i, j + 1, st, depth)
@@ -227,14 +232,14 @@ impl<'a> Tracer<'a> {
 
     fn matches(&self, p: &Packet, m: &Match, st: &State) -> bool {
         match m {
-            Match::Saddr { negated, cidrs } => cidrs.iter().any(|c| c.contains(&p.src)) != *negated,
+            Match::Saddr { negated, cidr } => cidr.contains(&p.src) != *negated,
             Match::SaddrIs(a) => p.src == *a,
             Match::SaddrInSet(set) => {
                 self.rs.sets.get(set).is_some_and(|s| s.contains(&p.src))
                     || self.dynamic.contains(&(set.clone(), p.src))
             }
             Match::DaddrIs(a) => st.dst == *a,
-            Match::Daddr { negated, cidrs } => cidrs.iter().any(|c| c.contains(&st.dst)) != *negated,
+            Match::Daddr { negated, cidr } => cidr.contains(&st.dst) != *negated,
             Match::DaddrInSet(set) => self.rs.sets.get(set).is_some_and(|s| s.contains(&st.dst)),
             Match::Dport(proto, port) => p.proto == *proto && st.dport == *port,
             Match::L4Proto(proto) => p.proto == *proto,
@@ -242,6 +247,7 @@ impl<'a> Tracer<'a> {
             Match::FibDaddrLocal => self.local_addrs.contains(&st.dst),
             Match::CtStateNew => true,
             Match::MarkClear(m) => st.mark & m == 0,
+            Match::NumgenOneIn(_) => true,
         }
     }
 }

@@ -16,17 +16,19 @@ pub const MASQ_MARK: u32 = 0x4000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Match {
-    /// `ip saddr { ... }` (or `!=` when `negated`).
+    /// `ip saddr 10.0.0.0/8` (`!=` when `negated`); several CIDRs are several matches
+    /// (negated: all must hold) or several rules, never an anonymous set (each of those
+    /// is a set in the kernel, whose set handling grows with their number).
     Saddr {
         negated: bool,
-        cidrs: Vec<Cidr>,
+        cidr: Cidr,
     },
     SaddrIs(IpAddr),
     SaddrInSet(String),
     DaddrIs(IpAddr),
     Daddr {
         negated: bool,
-        cidrs: Vec<Cidr>,
+        cidr: Cidr,
     },
     DaddrInSet(String),
     /// `tcp dport 80`
@@ -38,6 +40,8 @@ pub enum Match {
     CtStateNew,
     /// `mark and 0x4000 == 0`
     MarkClear(u32),
+    /// `numgen random mod N == 0`: true one time in N (a fresh number each rule).
+    NumgenOneIn(u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +55,6 @@ pub enum Stmt {
     VmapAddrProtoPort(String),
     /// `meta l4proto . th dport vmap @map`
     VmapProtoPort(String),
-    /// `numgen random mod N vmap { 0 : goto c0, ... }`
-    Numgen(Vec<String>),
     MarkOr(u32),
     MarkXor(u32),
     Masquerade {
@@ -137,10 +139,60 @@ pub enum MapKind {
     ProtoPort,
 }
 
+/// One step of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// The table made anew (added, deleted and added: it need not exist before).
+    RecreateTable,
+    AddChain {
+        name: String,
+        base: Option<BaseChain>,
+    },
+    FlushChain(String),
+    DeleteChain(String),
+    AddRule {
+        chain: String,
+        rule: Rule,
+    },
+    AddMap {
+        name: &'static str,
+        kind: MapKind,
+    },
+    /// A set of addresses; with a timeout, a dynamic one (session affinity).
+    AddSet {
+        name: String,
+        timeout: Option<u32>,
+    },
+    DeleteSet(String),
+    AddElement {
+        map: &'static str,
+        key: Key,
+        verdict: Verdict,
+    },
+    DeleteElement {
+        map: &'static str,
+        key: Key,
+    },
+    AddSetElement {
+        set: &'static str,
+        addr: IpAddr,
+    },
+    DeleteSetElement {
+        set: &'static str,
+        addr: IpAddr,
+    },
+}
+
 /// One family's names and syntax.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Syntax {
     pub family: Family,
+}
+
+impl Default for Syntax {
+    fn default() -> Self {
+        Syntax { family: Family::IPv4 }
+    }
 }
 
 impl Syntax {
@@ -165,26 +217,14 @@ impl Syntax {
         }
     }
 
-    fn cidrs(self, out: &mut String, cidrs: &[Cidr]) {
-        out.push_str("{ ");
-        for (i, c) in cidrs.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            let _ = write!(out, "{c}");
-        }
-        out.push_str(" }");
-    }
-
     /// The rule's text after `add rule <family> <table> <chain> `.
     pub fn rule(self, r: &Rule) -> String {
         let ip = self.nft_family();
         let mut s = String::new();
         for m in &r.matches {
             match m {
-                Match::Saddr { negated, cidrs } => {
-                    let _ = write!(s, "{ip} saddr {}", if *negated { "!= " } else { "" });
-                    self.cidrs(&mut s, cidrs);
+                Match::Saddr { negated, cidr } => {
+                    let _ = write!(s, "{ip} saddr {}{cidr}", if *negated { "!= " } else { "" });
                 }
                 Match::SaddrIs(a) => {
                     let _ = write!(s, "{ip} saddr {a}");
@@ -195,9 +235,8 @@ impl Syntax {
                 Match::DaddrIs(a) => {
                     let _ = write!(s, "{ip} daddr {a}");
                 }
-                Match::Daddr { negated, cidrs } => {
-                    let _ = write!(s, "{ip} daddr {}", if *negated { "!= " } else { "" });
-                    self.cidrs(&mut s, cidrs);
+                Match::Daddr { negated, cidr } => {
+                    let _ = write!(s, "{ip} daddr {}{cidr}", if *negated { "!= " } else { "" });
                 }
                 Match::DaddrInSet(set) => {
                     let _ = write!(s, "{ip} daddr @{set}");
@@ -213,6 +252,9 @@ impl Syntax {
                 Match::CtStateNew => s.push_str("ct state new"),
                 Match::MarkClear(m) => {
                     let _ = write!(s, "mark and {m:#x} == 0");
+                }
+                Match::NumgenOneIn(n) => {
+                    let _ = write!(s, "numgen random mod {n} == 0");
                 }
             }
             s.push(' ');
@@ -233,13 +275,6 @@ impl Syntax {
                 }
                 Stmt::VmapProtoPort(m) => {
                     let _ = write!(s, "meta l4proto . th dport vmap @{m}");
-                }
-                Stmt::Numgen(chains) => {
-                    let _ = write!(s, "numgen random mod {} vmap {{ ", chains.len());
-                    for (i, c) in chains.iter().enumerate() {
-                        let _ = write!(s, "{}{i} : goto {c}", if i > 0 { ", " } else { "" });
-                    }
-                    s.push_str(" }");
                 }
                 Stmt::MarkOr(m) => {
                     let _ = write!(s, "mark set mark or {m:#x}");
@@ -277,6 +312,36 @@ impl Syntax {
         match v {
             Verdict::Goto(c) => format!("goto {c}"),
             Verdict::Drop => "drop".to_string(),
+        }
+    }
+
+    /// One step as an `nft -f` line (or lines).
+    pub fn op(self, table: &str, op: &Op) -> String {
+        let fam = self.nft_family();
+        match op {
+            Op::RecreateTable => format!(
+                "add table {fam} {table}\ndelete table {fam} {table}\nadd table {fam} {table} {{ comment \"rules for kubesvc\" ; }}"
+            ),
+            Op::AddChain { name, base: Some(b) } => format!("add chain {fam} {table} {name} {}", self.base_chain(b)),
+            Op::AddChain { name, base: None } => format!("add chain {fam} {table} {name}"),
+            Op::FlushChain(name) => format!("flush chain {fam} {table} {name}"),
+            Op::DeleteChain(name) => format!("delete chain {fam} {table} {name}"),
+            Op::AddRule { chain, rule } => format!("add rule {fam} {table} {chain} {}", self.rule(rule)),
+            Op::AddMap { name, kind } => format!("add map {fam} {table} {name} {{ type {} ; }}", self.map_type(*kind)),
+            Op::AddSet { name, timeout: None } => {
+                format!("add set {fam} {table} {name} {{ type {} ; }}", self.addr_type())
+            }
+            Op::AddSet { name, timeout: Some(t) } => format!(
+                "add set {fam} {table} {name} {{ type {} ; flags dynamic,timeout ; timeout {t}s ; }}",
+                self.addr_type()
+            ),
+            Op::DeleteSet(name) => format!("delete set {fam} {table} {name}"),
+            Op::AddElement { map, key, verdict } => {
+                format!("add element {fam} {table} {map} {{ {} : {} }}", self.key(key), self.verdict(verdict))
+            }
+            Op::DeleteElement { map, key } => format!("delete element {fam} {table} {map} {{ {} }}", self.key(key)),
+            Op::AddSetElement { set, addr } => format!("add element {fam} {table} {set} {{ {addr} }}"),
+            Op::DeleteSetElement { set, addr } => format!("delete element {fam} {table} {set} {{ {addr} }}"),
         }
     }
 

@@ -10,11 +10,10 @@ pub mod ir;
 pub mod render;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ir::{Key, Ruleset};
+use ir::{Key, Op, Ruleset, Syntax};
 use render::{Contribution, MAPS, NftConfig};
 
 use crate::model::ServiceName;
@@ -44,9 +43,11 @@ pub struct Conflict {
 /// The transaction a sync produced.
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub text: String,
+    pub ops: Vec<Op>,
     pub full: bool,
     pub conflicts: Vec<Conflict>,
+    syntax: Syntax,
+    table: String,
 }
 
 impl Table {
@@ -102,39 +103,30 @@ impl Table {
     pub fn plan(&mut self, mut changes: Vec<(ServiceName, Contribution)>, now: Instant) -> Plan {
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         let syn = self.cfg.syntax();
-        let (fam, table) = (syn.nft_family(), self.cfg.table.clone());
-        let mut plan = Plan { full: self.needs_full, ..Plan::default() };
-        let mut decl = String::new();
-        let mut flush = String::new();
-        let mut rules = String::new();
-        let mut del = String::new();
-        let mut add = String::new();
-        let mut stale = String::new();
+        let mut plan = Plan { full: self.needs_full, syntax: syn, table: self.cfg.table.clone(), ..Plan::default() };
+        // Phases, in the order the kernel needs them: what rules refer to exists before them,
+        // elements go before they come back with another verdict.
+        let mut decl = Vec::new();
+        let mut flush = Vec::new();
+        let mut rules = Vec::new();
+        let mut del = Vec::new();
+        let mut add = Vec::new();
+        let mut stale_flush = Vec::new();
+        let mut stale = Vec::new();
         if self.needs_full {
             self.reset();
             self.needs_full = false;
-            let _ = writeln!(decl, "add table {fam} {table}\ndelete table {fam} {table}");
-            let _ = writeln!(decl, "add table {fam} {table} {{ comment \"rules for kubesvc\" ; }}");
+            decl.push(Op::RecreateTable);
             let base = render::base_ruleset(&self.cfg);
-            for (name, rs) in &base.chains {
-                match base.base.get(name) {
-                    Some(b) => {
-                        let _ = writeln!(decl, "add chain {fam} {table} {name} {}", syn.base_chain(b));
-                    }
-                    None => {
-                        let _ = writeln!(decl, "add chain {fam} {table} {name}");
-                    }
-                }
-                for r in rs {
-                    let _ = writeln!(rules, "add rule {fam} {table} {name} {}", syn.rule(r));
-                }
+            for (name, rs) in base.chains {
+                decl.push(Op::AddChain { name: name.clone(), base: base.base.get(&name).copied() });
+                rules.extend(rs.into_iter().map(|rule| Op::AddRule { chain: name.clone(), rule }));
             }
-            for (m, kind) in MAPS {
-                let _ = writeln!(decl, "add map {fam} {table} {m} {{ type {} ; }}", syn.map_type(kind));
+            for (name, kind) in MAPS {
+                decl.push(Op::AddMap { name, kind });
             }
-            let _ = writeln!(decl, "add set {fam} {table} {} {{ type {} ; }}", render::CLUSTER_IPS, syn.addr_type());
+            decl.push(Op::AddSet { name: render::CLUSTER_IPS.to_string(), timeout: None });
         }
-        let mut stale_flush = String::new();
         for (svc, mut new) in changes {
             let old = self.applied.remove(&svc).unwrap_or_default();
             for key in old.elements.keys() {
@@ -164,11 +156,7 @@ impl Table {
 
             for (name, timeout) in &new.affinity_sets {
                 if !old.affinity_sets.contains_key(name) && self.stale_sets.remove(name).is_none() {
-                    let _ = writeln!(
-                        decl,
-                        "add set {fam} {table} {name} {{ type {} ; flags dynamic,timeout ; timeout {timeout}s ; }}",
-                        syn.addr_type()
-                    );
+                    decl.push(Op::AddSet { name: name.clone(), timeout: Some(*timeout) });
                 }
             }
             for name in old.affinity_sets.keys().filter(|n| !new.affinity_sets.contains_key(*n)) {
@@ -177,40 +165,35 @@ impl Table {
             for (name, rs) in &new.chains {
                 match old.chains.get(name) {
                     Some(old_rules) if old_rules == rs => continue,
-                    Some(_) => {
-                        let _ = writeln!(flush, "flush chain {fam} {table} {name}");
-                    }
+                    Some(_) => flush.push(Op::FlushChain(name.clone())),
                     None => {
                         // A chain flushed as stale still exists: reuse it.
                         if self.stale_chains.remove(name).is_none() {
-                            let _ = writeln!(decl, "add chain {fam} {table} {name}");
+                            decl.push(Op::AddChain { name: name.clone(), base: None });
                         }
                     }
                 }
-                for r in rs {
-                    let _ = writeln!(rules, "add rule {fam} {table} {name} {}", syn.rule(r));
-                }
+                rules.extend(rs.iter().map(|r| Op::AddRule { chain: name.clone(), rule: r.clone() }));
             }
             for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
-                let _ = writeln!(stale_flush, "flush chain {fam} {table} {name}");
+                stale_flush.push(Op::FlushChain(name.clone()));
                 self.stale_chains.insert(name.clone(), now);
             }
             for ((map, key), v) in &old.elements {
                 if new.elements.get(&(*map, *key)) != Some(v) {
-                    let _ = writeln!(del, "delete element {fam} {table} {map} {{ {} }}", syn.key(key));
+                    del.push(Op::DeleteElement { map, key: *key });
                 }
             }
             for ((map, key), v) in &new.elements {
                 if old.elements.get(&(*map, *key)) != Some(v) {
-                    let _ =
-                        writeln!(add, "add element {fam} {table} {map} {{ {} : {} }}", syn.key(key), syn.verdict(v));
+                    add.push(Op::AddElement { map, key: *key, verdict: v.clone() });
                 }
             }
-            for (set, ip) in old.set_elements.difference(&new.set_elements) {
-                let _ = writeln!(del, "delete element {fam} {table} {set} {{ {ip} }}");
+            for (set, addr) in old.set_elements.difference(&new.set_elements) {
+                del.push(Op::DeleteSetElement { set, addr: *addr });
             }
-            for (set, ip) in new.set_elements.difference(&old.set_elements) {
-                let _ = writeln!(add, "add element {fam} {table} {set} {{ {ip} }}");
+            for (set, addr) in new.set_elements.difference(&old.set_elements) {
+                add.push(Op::AddSetElement { set, addr: *addr });
             }
             if !new.is_empty() || !new.affinity_sets.is_empty() {
                 self.applied.insert(svc, new);
@@ -222,16 +205,28 @@ impl Table {
             self.stale_chains.iter().filter(|(_, t)| now >= **t + STALE_CHAIN_DELAY).map(|(n, _)| n.clone()).collect();
         for name in due {
             self.stale_chains.remove(&name);
-            let _ = writeln!(stale, "delete chain {fam} {table} {name}");
+            stale.push(Op::DeleteChain(name));
         }
         let due: Vec<String> =
             self.stale_sets.iter().filter(|(_, t)| now >= **t + STALE_CHAIN_DELAY).map(|(n, _)| n.clone()).collect();
         for name in due {
             self.stale_sets.remove(&name);
-            let _ = writeln!(stale, "delete set {fam} {table} {name}");
+            stale.push(Op::DeleteSet(name));
         }
-        plan.text = [decl, flush, rules, del, add, stale_flush, stale].concat();
+        plan.ops = [decl, flush, rules, del, add, stale_flush, stale].concat();
         plan
+    }
+}
+
+impl Plan {
+    /// The transaction as `nft -f` reads it.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for op in &self.ops {
+            out.push_str(&self.syntax.op(&self.table, op));
+            out.push('\n');
+        }
+        out
     }
 }
 

@@ -59,10 +59,13 @@ impl NftConfig {
         }
     }
 
-    fn node_port_matches(&self) -> Vec<Match> {
+    /// Destinations that are node ports: any one of these match lists (one rule each).
+    fn node_port_matches(&self) -> Vec<Vec<Match>> {
         match &self.node_port_cidrs {
-            None => vec![Match::FibDaddrLocal, Match::Daddr { negated: true, cidrs: vec![self.loopback()] }],
-            Some(cidrs) => vec![Match::Daddr { negated: false, cidrs: cidrs.clone() }, Match::FibDaddrLocal],
+            None => vec![vec![Match::FibDaddrLocal, Match::Daddr { negated: true, cidr: self.loopback() }]],
+            Some(cidrs) => {
+                cidrs.iter().map(|c| vec![Match::Daddr { negated: false, cidr: *c }, Match::FibDaddrLocal]).collect()
+            }
         }
     }
 }
@@ -124,9 +127,9 @@ pub fn base_ruleset(cfg: &NftConfig) -> Ruleset {
         rule(vec![Match::DaddrInSet(CLUSTER_IPS.into())], Stmt::Reject)
             .commented("Reject traffic to invalid ports of ClusterIPs"),
     ];
-    if !cfg.service_cidrs.is_empty() {
+    for c in &cfg.service_cidrs {
         check.push(
-            rule(vec![Match::Daddr { negated: false, cidrs: cfg.service_cidrs.clone() }], Stmt::Drop)
+            rule(vec![Match::Daddr { negated: false, cidr: *c }], Stmt::Drop)
                 .commented("Drop traffic to unallocated ClusterIPs"),
         );
     }
@@ -135,16 +138,18 @@ pub fn base_ruleset(cfg: &NftConfig) -> Ruleset {
     add(
         "nodeport-endpoints-check",
         None,
-        vec![rule(cfg.node_port_matches(), Stmt::VmapProtoPort(NO_ENDPOINT_NODEPORTS.into()))],
+        cfg.node_port_matches()
+            .into_iter()
+            .map(|m| rule(m, Stmt::VmapProtoPort(NO_ENDPOINT_NODEPORTS.into())))
+            .collect(),
     );
     add("firewall-check", None, vec![rule(vec![], Stmt::VmapAddrProtoPort(FIREWALL_IPS.into()))]);
     add(
         "services",
         None,
-        vec![
-            rule(vec![], Stmt::VmapAddrProtoPort(SERVICE_IPS.into())),
-            rule(cfg.node_port_matches(), Stmt::VmapProtoPort(SERVICE_NODEPORTS.into())),
-        ],
+        std::iter::once(rule(vec![], Stmt::VmapAddrProtoPort(SERVICE_IPS.into())))
+            .chain(cfg.node_port_matches().into_iter().map(|m| rule(m, Stmt::VmapProtoPort(SERVICE_NODEPORTS.into()))))
+            .collect(),
     );
     for (m, _) in MAPS {
         rs.maps.insert(m.to_string(), BTreeMap::new());
@@ -294,7 +299,8 @@ pub fn render_port(cfg: &NftConfig, p: &ServicePort, cat: &Categorized, out: &mu
         for ip in p.load_balancer_vips() {
             out.elements.insert((FIREWALL_IPS, addr_key(ip)), Verdict::Goto(fw.clone()));
         }
-        out.chains.insert(fw, vec![rule(vec![Match::Saddr { negated: true, cidrs: ranges }], Stmt::Drop)]);
+        let outside = ranges.into_iter().map(|cidr| Match::Saddr { negated: true, cidr }).collect();
+        out.chains.insert(fw, vec![rule(outside, Stmt::Drop)]);
     }
     if let Some(np) = p.node_port {
         if has_endpoints {
@@ -310,7 +316,7 @@ pub fn render_port(cfg: &NftConfig, p: &ServicePort, cat: &Categorized, out: &mu
         (true, Some(cip)) => {
             let mut m = vec![Match::DaddrIs(cip), Match::Dport(proto, p.port)];
             if !cfg.pod_cidrs.is_empty() {
-                m.push(Match::Saddr { negated: true, cidrs: cfg.pod_cidrs.clone() });
+                m.extend(cfg.pod_cidrs.iter().map(|c| Match::Saddr { negated: true, cidr: *c }));
             }
             Some(rule(m, jump(MARK_FOR_MASQUERADE)))
         }
@@ -322,13 +328,10 @@ pub fn render_port(cfg: &NftConfig, p: &ServicePort, cat: &Categorized, out: &mu
         if !p.external_policy_local() {
             rules.push(rule(vec![], jump(MARK_FOR_MASQUERADE)));
         } else {
-            if !cfg.pod_cidrs.is_empty() {
+            for c in &cfg.pod_cidrs {
                 rules.push(
-                    rule(
-                        vec![Match::Saddr { negated: false, cidrs: cfg.pod_cidrs.clone() }],
-                        Stmt::Goto(cluster_chain.clone()),
-                    )
-                    .commented("short-circuit pod traffic"),
+                    rule(vec![Match::Saddr { negated: false, cidr: *c }], Stmt::Goto(cluster_chain.clone()))
+                        .commented("short-circuit pod traffic"),
                 );
             }
             rules.push(
@@ -357,7 +360,15 @@ pub fn render_port(cfg: &NftConfig, p: &ServicePort, cat: &Categorized, out: &mu
                 out.affinity_sets.insert(set, timeout);
             }
         }
-        rules.push(rule(vec![], Stmt::Numgen(eps.iter().map(|e| names.endpoint(e)).collect())));
+        // Spread as iptables' statistic match does: endpoint i of n is taken one time in n - i.
+        // (A `numgen ... vmap { }` per Service is O(1) per packet but each is an anonymous set,
+        // and the kernel's set handling is linear in the table's sets: 10,000 of them made a
+        // full sync take 33 s. Only a connection's first packet walks this chain.)
+        for (i, e) in eps.iter().enumerate() {
+            let left = (eps.len() - i) as u32;
+            let m = if left > 1 { vec![Match::NumgenOneIn(left)] } else { vec![] };
+            rules.push(rule(m, Stmt::Goto(names.endpoint(e))));
+        }
         out.chains.insert(name.clone(), rules);
     };
     if uses_cluster_chain {
