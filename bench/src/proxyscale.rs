@@ -76,8 +76,8 @@ impl Drop for Scratch {
 fn service(i: usize) -> Service {
     let ip = format!("10.96.{}.{}", 1 + i / 250, 1 + i % 250);
     serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": format!("svc-{i}")},
-        "spec": {"clusterIP": ip, "clusterIPs": [ip], "type": if i % 10 == 0 { "NodePort" } else { "ClusterIP" },
-            "ports": [{"name": "http", "port": 80, "nodePort": if i % 10 == 0 { 30000 + (i / 10) as i32 % 2768 } else { 0 }}]}}))
+        "spec": {"clusterIP": ip, "clusterIPs": [ip], "type": if i.is_multiple_of(10) { "NodePort" } else { "ClusterIP" },
+            "ports": [{"name": "http", "port": 80, "nodePort": if i.is_multiple_of(10) { 30000 + (i / 10) as i32 % 2768 } else { 0 }}]}}))
     .expect("a valid Service")
 }
 
@@ -117,7 +117,7 @@ async fn sync(tracker: &mut Tracker, table: &mut Table, nft: &Nft) -> Result<Syn
     let plan = table.plan(changes, Instant::now());
     let render = t0.elapsed();
     if let Some(path) = std::env::var_os("KUBESVC_BENCH_DUMP").filter(|_| plan.full) {
-        std::fs::write(path, &plan.text())?;
+        std::fs::write(path, plan.text())?;
     }
     let t1 = Instant::now();
     nft.apply(&plan.text()).await?;
