@@ -31,6 +31,10 @@ pub struct Flags {
     /// The size of each node's IPv6 pod CIDR.
     #[arg(long, default_value_t = 64)]
     node_cidr_mask_size_ipv6: u8,
+    /// Addresses for LoadBalancer Services (ranges `a-b` or CIDRs, comma-separated);
+    /// none: no load-balancer controller (`kubesvc up` carves one from its node network).
+    #[arg(long, value_delimiter = ',')]
+    pub lb_pool: Vec<String>,
 }
 
 impl Flags {
@@ -53,6 +57,12 @@ impl Flags {
                 mask_ipv6: self.node_cidr_mask_size_ipv6,
                 service_cidrs: service_cidrs.to_vec(),
             },
+            lb_pool: self
+                .lb_pool
+                .iter()
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| kubesvc_controllers::loadbalancer::IpRange::parse(r).map_err(|e| anyhow!("--lb-pool: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
             ..Default::default()
         })
     }

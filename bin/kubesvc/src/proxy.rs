@@ -50,6 +50,12 @@ pub struct Flags {
     /// The shortest time between two syncs (changes within it are batched), e.g. `100ms`, `1s`.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub min_sync_period: Duration,
+    /// Hold LoadBalancer addresses inside this network on `--announce-interface`, one node
+    /// per address (`kubesvc up` sets both).
+    #[arg(long, hide = true, requires = "announce_interface")]
+    pub announce_network: Option<String>,
+    #[arg(long, hide = true)]
+    pub announce_interface: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -152,6 +158,13 @@ pub async fn start(
         node_port_cidrs,
         min_sync_period: flags.min_sync_period,
         nft,
+        announce: match (&flags.announce_network, &flags.announce_interface) {
+            (Some(n), Some(i)) => Some(kubesvc_proxy::announce::Announce {
+                interface: i.clone(),
+                network: Cidr::parse(n).map_err(|e| anyhow!("--announce-network: {e}"))?,
+            }),
+            _ => None,
+        },
     };
     let metrics = Arc::new(kubesvc_proxy::metrics::Metrics::new());
     let healthz = bind("healthz-bind-address", &flags.healthz_bind_address).await?;

@@ -301,6 +301,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
+/// The default `--lb-pool`: the node network's last 48 addresses (before its broadcast
+/// address), after the nodes' own. `None` when the nodes leave none.
+fn default_lb_pool(network: Cidr, nodes: &[NodePlan]) -> Option<String> {
+    let last = network.nth(network.len().checked_sub(2)?)?;
+    let last_n = network.offset(&last)?;
+    let after_nodes = nodes.iter().filter_map(|n| network.offset(&n.ip)).max().unwrap_or(1) + 1;
+    let first_n = last_n.saturating_sub(47).max(after_nodes);
+    (first_n <= last_n).then(|| format!("{}-{last}", network.nth(first_n).unwrap_or(last)))
+}
+
 /// The server, controllers and agents, until a signal or a failure.
 async fn serve(
     args: &Args,
@@ -311,7 +321,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let mut sup = Supervisor::new();
     let listen = SocketAddr::new(bridge_ip, args.api_port);
-    let settings = Settings::defaults(data_dir.to_path_buf(), listen, args.controller_flags.clone());
+    let mut controller_flags = args.controller_flags.clone();
+    if controller_flags.lb_pool.is_empty() {
+        let network = Cidr::parse(&args.node_network).map_err(|e| anyhow::anyhow!("--node-network: {e}"))?;
+        controller_flags.lb_pool.extend(default_lb_pool(network, nodes));
+    }
+    let lb_pool = controller_flags.lb_pool.join(",");
+    let settings = Settings::defaults(data_dir.to_path_buf(), listen, controller_flags);
     let dns: IpAddr = settings
         .service_cidr
         .split(',')
@@ -327,6 +343,10 @@ async fn serve(
         args.controller_flags.cluster_cidr.clone(),
         "--service-cluster-ip-range".to_string(),
         settings.service_cidr.clone(),
+        "--announce-network".to_string(),
+        args.node_network.clone(),
+        "--announce-interface".to_string(),
+        "eth0".to_string(),
     ];
     let kubeconfig = server::spawn(&mut sup, settings).await?;
     let server_url = format!("https://{listen}");
@@ -346,12 +366,13 @@ async fn serve(
         return Err(e);
     }
     println!(
-        "kubesvc is up: {} node{} Ready in {:.2}s, Services by the {} proxy\n\n  export KUBECONFIG={}\n  kubectl get nodes\n\nNode logs: {}/nodes/*/agent.log. Ctrl-C stops the cluster and removes what it set up.",
+        "kubesvc is up: {} node{} Ready in {:.2}s, Services by the {} proxy\n\n  export KUBECONFIG={}\n  kubectl get nodes\n\nLoadBalancer Services get addresses from {}. Node logs: {}/nodes/*/agent.log.\nCtrl-C stops the cluster and removes what it set up.",
         nodes.len(),
         if nodes.len() == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64(),
         crate::proxy::mode_name(mode),
         kubeconfig.display(),
+        if lb_pool.is_empty() { "nowhere (no --lb-pool)" } else { lb_pool.as_str() },
         data_dir.display(),
     );
     let mut stop = sup.stopping();

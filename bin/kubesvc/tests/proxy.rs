@@ -228,6 +228,46 @@ fn services_reach_ready_pods_from_every_node_and_from_the_machine() {
     let name = eventually("the external IP answers", || curl(&["http://10.250.0.100/"]).ok());
     assert!(name.starts_with("web-"), "{name}");
 
+    // LoadBalancer: an address from the pool on the bridge, shown as EXTERNAL-IP, reached from
+    // the machine; under the Local policy only the node with the pod answers for it, keeping
+    // the client's address.
+    let external =
+        |svc: &str| c.kubectl(&["get", "svc", svc, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]).ok();
+    let local_lb =
+        eventually("the Local Service gets an address", || Some(external("local")).filter(|ip| !ip.is_empty()));
+    assert!(local_lb.starts_with("10.250.0.2"), "from the pool at the top of the node network: {local_lb}");
+    let seen = eventually("the Local address answers", || curl(&[&format!("http://{local_lb}/clientip")]).ok());
+    assert!(seen.starts_with("10.250.0.1:"), "the client's own address: {seen}");
+    c.kubectl(&["patch", "svc", "web", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]).ok();
+    let lb = eventually("web gets an address", || Some(external("web")).filter(|ip| !ip.is_empty()));
+    assert_ne!(lb, local_lb);
+    assert!(c.kubectl(&["get", "svc", "web"]).ok().contains(&lb), "EXTERNAL-IP shows it");
+    let names: std::collections::BTreeSet<String> = eventually("the address answers", || {
+        let got: Vec<String> = (0..40).filter_map(|_| curl(&[&format!("http://{lb}/")]).ok()).collect();
+        (got.len() == 40).then_some(got.into_iter().collect())
+    });
+    assert_eq!(names.len(), 4, "{names:?}");
+    // A requested address is given; a Service of another class is left alone; a type change
+    // gives the address back.
+    let more = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: asked}
+spec: {type: LoadBalancer, loadBalancerIP: 10.250.0.240, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: foreign}
+spec: {type: LoadBalancer, loadBalancerClass: example.com/other, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+"#;
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(more)).ok();
+    eventually("the requested address is given", || (external("asked") == "10.250.0.240").then_some(()));
+    eventually("it answers", || curl(&["http://10.250.0.240/"]).ok());
+    assert_eq!(external("foreign"), "");
+    c.kubectl(&["patch", "svc", "asked", "-p", r#"{"spec":{"type":"ClusterIP"}}"#]).ok();
+    eventually("the address goes back", || external("asked").is_empty().then_some(()));
+    eventually("and stops answering", || curl(&["http://10.250.0.240/"]).err());
+
     // ClientIP affinity: one client, one pod.
     c.kubectl(&["patch", "svc", "web", "-p", r#"{"spec":{"sessionAffinity":"ClientIP"}}"#]).ok();
     eventually("affinity holds", || (try_spread(&c, &a, &url, 30).ok()?.len() == 1).then_some(()));
@@ -303,4 +343,83 @@ fn proxy_modes_that_cannot_work_here_say_why() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("this kernel has no IPVS"), "{err}");
+}
+
+const ROLLING: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  strategy: {rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: web
+        image: agnhost
+        command: ["KUBESVC", "tool", "serve-hostname", "--port", "8080"]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+        # As Kubernetes advises: keep serving while the proxies take the pod out.
+        lifecycle: {preStop: {sleep: {seconds: 2}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  containers:
+  - {name: client, image: agnhost, command: ["sleep", "3600"]}
+"#;
+
+#[test]
+fn a_rolling_update_under_continuous_load_fails_no_request() {
+    let bin = env!("CARGO_BIN_EXE_kubesvc");
+    let c = Cluster::up(bin, 2).unwrap();
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&ROLLING.replace("KUBESVC", bin))).ok();
+    running_pods(&c, "app=web", 3);
+    eventually("the client runs", || {
+        (c.kubectl(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]).ok() == "Running").then_some(())
+    });
+    let url = format!("http://{}/", cluster_ip(&c, "web"));
+    eventually("the Service answers", || get_from(&c, "client", &url).ok());
+    // New connections, one after another, from before the update until after it.
+    let stop = c.dir.path().join("stop-load");
+    let code = format!(
+        "import urllib.request,os,json,collections\n\
+         ok=collections.Counter();failed=[]\n\
+         while not os.path.exists('{stop}'):\n  \
+           try: ok[urllib.request.urlopen('{url}',timeout=3).read().decode()]+=1\n  \
+           except Exception as e: failed.append(str(e))\n\
+         print(json.dumps({{'ok':ok,'failed':failed}}))",
+        stop = stop.display()
+    );
+    let load = c
+        .in_pod("default", "client", "python3")
+        .unwrap()
+        .args(["-c", &code])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    c.kubectl(&["rollout", "restart", "deploy/web"]).ok();
+    let status = c.kubectl(&["rollout", "status", "deploy/web", "--timeout=90s"]);
+    assert!(status.success, "{}", status.stderr);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    std::fs::write(&stop, "").unwrap();
+    let out = load.wait_with_output().unwrap();
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let served: u64 = result["ok"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(result["failed"], serde_json::json!([]), "{result}");
+    // Both generations answered: the old pods, then the new ones.
+    assert!(result["ok"].as_object().unwrap().len() >= 6, "{result}");
+    assert!(served > 100, "{served} requests in the whole update");
 }

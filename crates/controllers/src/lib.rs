@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod gc;
+pub mod loadbalancer;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod ownerindex;
@@ -52,6 +53,8 @@ pub struct Options {
     pub node_monitor_grace_period: Duration,
     /// Pod CIDRs for nodes (`--cluster-cidr`, `--node-cidr-mask-size`).
     pub ipam: nodeipam::IpamOptions,
+    /// Addresses for LoadBalancer Services (`--lb-pool`); empty: no load-balancer controller.
+    pub lb_pool: Vec<loadbalancer::IpRange>,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             workers: 5,
             node_monitor_grace_period: Duration::from_secs(50),
             ipam: nodeipam::IpamOptions::default(),
+            lb_pool: Vec::new(),
         }
     }
 }
@@ -157,6 +161,7 @@ pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) -> 
     let nodes =
         nodelifecycle::Controller::new(client.clone(), &informers.nodes, &informers.leases, &informers.pods, &opts);
     let ipam = nodeipam::Controller::new(client.clone(), &informers.nodes, &opts.ipam)?;
+    let lb = loadbalancer::Controller::new(client.clone(), &informers.services, &opts.lb_pool);
     informers.start(&stop);
     let mut stopping = stop.clone();
     tokio::select! {
@@ -174,6 +179,9 @@ pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) -> 
     nodes.spawn(stop.clone());
     if let Some(ipam) = &ipam {
         ipam.spawn(stop.clone());
+    }
+    if let Some(lb) = &lb {
+        lb.spawn(stop.clone());
     }
     let mut stop = stop;
     let _ = stop.wait_for(|s| *s).await;

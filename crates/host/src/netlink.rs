@@ -163,6 +163,19 @@ impl Netlink {
         done.map_err(nl(format!("adding {ip}/{prefix} to {name}")))
     }
 
+    /// Removes `ip` from link `name`; removing what is not there is fine.
+    pub async fn delete_address(&self, name: &str, ip: IpAddr) -> Result<()> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let index = self.index(name).await?;
+        let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(a) = addrs.try_next().await.map_err(nl(format!("listing addresses of {name}")))? {
+            if a.attributes.iter().any(|at| matches!(at, AddressAttribute::Address(x) if *x == ip)) {
+                return self.handle.address().del(a).execute().await.map_err(nl(format!("removing {ip} from {name}")));
+            }
+        }
+        Ok(())
+    }
+
     /// The addresses on link `name`, with their prefix lengths.
     pub async fn addresses(&self, name: &str) -> Result<Vec<(IpAddr, u8)>> {
         use rtnetlink::packet_route::address::AddressAttribute;

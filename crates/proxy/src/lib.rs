@@ -4,6 +4,8 @@
 //! transactions. The rendering is pure and tested by tracing packets through
 //! it ([`trace`]); the runner applies it with `nft`.
 
+pub mod announce;
+pub mod conntrack;
 pub mod health;
 pub mod metrics;
 pub mod model;

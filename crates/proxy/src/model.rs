@@ -138,6 +138,8 @@ pub struct Endpoint {
     pub terminating: bool,
     /// On this proxy's node.
     pub local: bool,
+    /// The node it is on, if the slice says.
+    pub node: Option<String>,
     pub zone_hints: BTreeSet<String>,
     pub node_hints: BTreeSet<String>,
 }
@@ -267,6 +269,7 @@ pub fn slice_endpoints(slice: &EndpointSlice, node: &str) -> Vec<(String, Protoc
                 serving: c.and_then(|c| c.serving).unwrap_or(true),
                 terminating: c.and_then(|c| c.terminating).unwrap_or(false),
                 local: e.node_name.as_deref() == Some(node),
+                node: e.node_name.clone(),
                 zone_hints: hints
                     .and_then(|h| h.for_zones.as_ref())
                     .into_iter()

@@ -39,6 +39,8 @@ pub struct Config {
     pub node_port_cidrs: Option<Vec<Cidr>>,
     pub min_sync_period: Duration,
     pub nft: Nft,
+    /// Hold load-balancer addresses on the node network (under `kubesvc up`).
+    pub announce: Option<crate::announce::Announce>,
 }
 
 struct Shared {
@@ -107,6 +109,17 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
     let recorder = Recorder::new(client.clone(), "kube-proxy").on_host(&config.node);
 
     let mut health = crate::health::ServiceHealth::new();
+    let mut held = crate::announce::Held::default();
+    let netlink = match &config.announce {
+        Some(_) => match kubesvc_host::Netlink::connect() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::error!(error = %e, "proxy: no netlink for load-balancer addresses; not announcing them");
+                None
+            }
+        },
+        None => None,
+    };
     let mut tables: Vec<Table> = Vec::new();
     let mut applied_node: Option<(Option<String>, Vec<Cidr>)> = None;
     let mut last_sync: Option<Instant> = None;
@@ -163,12 +176,39 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
             for t in triggers {
                 metrics.programmed(now.duration_since(t).unwrap_or_default());
             }
+            let mut moves = Vec::new();
             let checks: Vec<(ServiceName, Option<(u16, usize)>)> = {
                 let tracker = shared.tracker.lock();
                 metrics.counts(tracker.service_count(), tracker.endpoint_count());
                 let zone = shared.node.lock().0.clone();
+                if let Some(a) = &config.announce {
+                    for s in &dirty {
+                        let want = crate::announce::held_here(a, &config.node, &tracker.ports(s));
+                        moves.push((s.clone(), held.set(s, want)));
+                    }
+                }
                 dirty.iter().map(|s| (s.clone(), health_check(&tracker, s, &config.node, zone.as_deref()))).collect()
             };
+            if let (Some(a), Some(nl)) = (&config.announce, &netlink) {
+                for (svc, (add, remove)) in moves {
+                    for ip in add {
+                        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+                        match nl.add_address(&a.interface, ip, prefix).await {
+                            Ok(()) => {
+                                tracing::info!(service = %svc, %ip, "proxy: this node answers for the load-balancer address")
+                            }
+                            Err(e) => {
+                                tracing::warn!(service = %svc, %ip, error = %e, "proxy: cannot take the load-balancer address")
+                            }
+                        }
+                    }
+                    for ip in remove {
+                        if let Err(e) = nl.delete_address(&a.interface, ip).await {
+                            tracing::warn!(service = %svc, %ip, error = %e, "proxy: cannot release the load-balancer address");
+                        }
+                    }
+                }
+            }
             for (name, want) in checks {
                 if let Err(e) = health.update(&name, want).await {
                     tracing::warn!(service = %name, error = %e, "proxy: cannot serve the Service's health check node port");
