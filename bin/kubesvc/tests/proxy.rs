@@ -423,3 +423,84 @@ fn a_rolling_update_under_continuous_load_fails_no_request() {
     assert!(result["ok"].as_object().unwrap().len() >= 6, "{result}");
     assert!(served > 100, "{served} requests in the whole update");
 }
+
+#[test]
+fn a_udp_client_follows_its_replaced_endpoint() {
+    let bin = env!("CARGO_BIN_EXE_kubesvc");
+    let c = Cluster::up(bin, 1).unwrap();
+    let manifest = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: udp}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: udp}}
+  template:
+    metadata: {labels: {app: udp}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: udp
+        image: agnhost
+        command: ["KUBESVC", "tool", "serve-hostname", "--port", "8080", "--udp"]
+        # The old pod keeps its address (and answers) while the new one starts elsewhere.
+        lifecycle: {preStop: {sleep: {seconds: 5}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: udp}
+spec:
+  selector: {app: udp}
+  ports: [{port: 53, targetPort: 8080, protocol: UDP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  containers:
+  - {name: client, image: agnhost, command: ["sleep", "3600"]}
+"#;
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest.replace("KUBESVC", bin))).ok();
+    let first = running_pods(&c, "app=udp", 1).remove(0).0;
+    eventually("the client runs", || {
+        (c.kubectl(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]).ok() == "Running").then_some(())
+    });
+    let ip = cluster_ip(&c, "udp");
+    // One socket (one source port, so one conntrack entry), a datagram every 50 ms; each answer
+    // (or silence) on a line of its own.
+    let code = format!(
+        "import socket,sys,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.2)\n\
+         while True:\n  s.sendto(b'x',('{ip}',53))\n  \
+           try: print(s.recv(100).decode(),flush=True)\n  \
+           except OSError: print('-',flush=True)\n  time.sleep(0.05)"
+    );
+    let mut client = c
+        .in_pod("default", "client", "python3")
+        .unwrap()
+        .args(["-c", &code])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(client.stdout.take().unwrap()));
+    // The bound is for liveness (a stuck flow fails the test), not speed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut next_answer = |want: &dyn Fn(&str) -> bool| loop {
+        let line = lines.next().expect("the client stopped").unwrap();
+        if want(&line) {
+            return line;
+        }
+        assert!(std::time::Instant::now() < deadline, "the flow never reached the new pod");
+    };
+    next_answer(&|l| l == first);
+    c.kubectl(&["delete", "pod", &first, "--wait=false"]).ok();
+    let deleted = std::time::Instant::now();
+    // The same flow is answered by the new pod once it is ready, though the old one still
+    // serves while it terminates: the entry to the old one was deleted. (Without that, a
+    // client that keeps sending keeps its entry, and its datagrams, on the old pod, and then
+    // on nothing once it is gone.)
+    let second = next_answer(&|l| l != "-" && l != first);
+    assert!(second.starts_with("udp-"), "{second}");
+    eprintln!("the UDP flow moved to {second} {:?} after the old pod's deletion", deleted.elapsed());
+    let _ = client.kill();
+    let _ = client.wait();
+}

@@ -11,6 +11,7 @@
 //! they create and remove it by name.
 
 pub mod addresses;
+pub mod conntrack;
 pub mod netlink;
 pub mod netns;
 pub mod sysctl;

@@ -4,8 +4,8 @@
 //! problem). After a sync that changed UDP Services, the entries to their
 //! addresses whose destination is no longer one of their serving endpoints
 //! are deleted, so the client's next datagram is balanced afresh. What to
-//! delete is decided here, from the flows the kernel lists; the kernel part
-//! is `kubesvc_host::conntrack`.
+//! delete is decided here, from the flows the kernel lists (`kubesvc_host::conntrack`
+//! lists and deletes them over netlink).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -40,8 +40,14 @@ impl Targets {
     pub fn add(&mut self, ports: &[PortState]) {
         for ps in ports.iter().filter(|p| p.port.name.protocol == Protocol::Udp) {
             let p = &ps.port;
-            let serving: HashSet<SocketAddr> =
-                ps.endpoints.iter().filter(|e| e.ready || (e.serving && e.terminating)).map(|e| e.addr()).collect();
+            // The endpoints the rules use: the ready ones, or while none is, the serving
+            // terminating ones (a terminating pod's flows move once a ready one exists).
+            let ready: HashSet<SocketAddr> = ps.endpoints.iter().filter(|e| e.ready).map(|e| e.addr()).collect();
+            let serving = if ready.is_empty() {
+                ps.endpoints.iter().filter(|e| e.serving && e.terminating).map(|e| e.addr()).collect()
+            } else {
+                ready
+            };
             let addrs = p.cluster_ip.into_iter().chain(p.external_ips.iter().copied()).chain(p.load_balancer_vips());
             for ip in addrs.collect::<Vec<IpAddr>>() {
                 self.addresses.insert(SocketAddr::new(ip, p.port), serving.clone());
@@ -74,6 +80,33 @@ impl Targets {
         }
         false
     }
+}
+
+/// A Service's UDP addresses and ports (cluster IP, external IPs, load-balancer addresses).
+pub fn udp_addresses(ports: &[PortState]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for p in ports.iter().map(|ps| &ps.port).filter(|p| p.name.protocol == Protocol::Udp) {
+        let addrs = p.cluster_ip.into_iter().chain(p.external_ips.iter().copied()).chain(p.load_balancer_vips());
+        out.extend(addrs.map(|ip| SocketAddr::new(ip, p.port)));
+    }
+    out
+}
+
+/// Deletes the stale UDP flows of both families; gives how many went. Blocking.
+pub fn clean(targets: &Targets) -> Result<usize, kubesvc_host::conntrack::ConntrackError> {
+    use kubesvc_host::conntrack::{Conntrack, IPPROTO_UDP};
+    let mut ct = Conntrack::open()?;
+    let mut gone = 0;
+    for v6 in [false, true] {
+        for e in ct.list(v6, IPPROTO_UDP)? {
+            let f = Flow { orig_src: e.orig.src, orig_dst: e.orig.dst, reply_src: e.reply.src };
+            if targets.is_stale(&f) {
+                ct.delete(&e)?;
+                gone += 1;
+            }
+        }
+    }
+    Ok(gone)
 }
 
 #[cfg(test)]

@@ -110,6 +110,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
 
     let mut health = crate::health::ServiceHealth::new();
     let mut held = crate::announce::Held::default();
+    // Each Service's UDP addresses as last programmed, to find flows to ones it no longer has.
+    let mut udp_addrs: std::collections::HashMap<ServiceName, Vec<std::net::SocketAddr>> = Default::default();
     let netlink = match &config.announce {
         Some(_) => match kubesvc_host::Netlink::connect() {
             Ok(n) => Some(n),
@@ -175,6 +177,28 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
             let now = SystemTime::now();
             for t in triggers {
                 metrics.programmed(now.duration_since(t).unwrap_or_default());
+            }
+            let mut targets = crate::conntrack::Targets::default();
+            {
+                let tracker = shared.tracker.lock();
+                for s in &dirty {
+                    let ports = tracker.ports(s);
+                    let now: Vec<std::net::SocketAddr> = crate::conntrack::udp_addresses(&ports);
+                    let before =
+                        if now.is_empty() { udp_addrs.remove(s) } else { udp_addrs.insert(s.clone(), now.clone()) };
+                    targets.add(&ports);
+                    targets.add_gone(before.unwrap_or_default().into_iter().filter(|a| !now.contains(a)));
+                }
+            }
+            if !targets.is_empty() {
+                match tokio::task::spawn_blocking(move || crate::conntrack::clean(&targets)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        tracing::info!(flows = n, "proxy: deleted UDP conntrack entries to endpoints that went")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "proxy: cleaning UDP conntrack entries failed"),
+                    Err(e) => tracing::warn!(error = %e, "proxy: the conntrack cleaner panicked"),
+                }
             }
             let mut moves = Vec::new();
             let checks: Vec<(ServiceName, Option<(u16, usize)>)> = {
