@@ -19,6 +19,7 @@
 
 mod controllers;
 mod nodes;
+mod proxy;
 mod proxyscale;
 
 use std::path::PathBuf;
@@ -343,7 +344,8 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
 const USAGE: &str = "usage: kubesvc-bench apiserver [--services N] [--clients C] [--watchers W] [--updates U]
        kubesvc-bench controllers [--services S1,S2] [--flips N] [--burst N]
        kubesvc-bench nodes [--nodes 1,2] [--replicas 100] [--boots 5]
-       kubesvc-bench proxy-scale [--services 10000] [--endpoints 5] [--changes 200]";
+       kubesvc-bench proxy [--seconds 10] [--services 10000]
+       kubesvc-bench proxy-scale [--services 10000] [--endpoints 5] [--changes 200] [--writer both|netlink|nft]";
 
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -352,6 +354,7 @@ fn main() -> Result<()> {
         Some("apiserver") => apiserver(&bin, &parse_args(&argv[1..])?),
         Some("controllers") => controllers::main(&bin, &argv[1..]),
         Some("nodes") => nodes::main(&bin, &argv[1..]),
+        Some("proxy") => proxy::main(&bin, &argv[1..]),
         Some("proxy-scale") => proxyscale::main(&argv[1..]),
         _ => bail!("{USAGE}"),
     }

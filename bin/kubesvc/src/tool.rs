@@ -77,8 +77,14 @@ pub async fn run(tool: Tool) -> anyhow::Result<()> {
     }
 }
 
-/// Reads one HTTP request's head (what follows it is not read); gives its path.
-async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<String>> {
+/// One HTTP request's head: its path, and whether the client asked to close after it.
+struct Head {
+    path: String,
+    close: bool,
+}
+
+/// Reads one HTTP request's head (what follows it is not read).
+async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<Head>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -88,8 +94,13 @@ async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<String>> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let line = String::from_utf8_lossy(&buf);
-    Ok(Some(line.split_whitespace().nth(1).unwrap_or("/").to_string()))
+    let text = String::from_utf8_lossy(&buf);
+    let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let close = text.lines().any(|l| {
+        l.split_once(':')
+            .is_some_and(|(k, v)| k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close"))
+    });
+    Ok(Some(Head { path, close }))
 }
 
 async fn serve_hostname(port: u16, http: bool, tcp: bool, udp: bool) -> anyhow::Result<()> {
@@ -110,13 +121,14 @@ async fn serve_hostname(port: u16, http: bool, tcp: bool, udp: bool) -> anyhow::
                 // Keep-alive: one answer per request until the client closes. `/clientip`
                 // answers the client's address as this pod sees it (agnhost's netexec does).
                 let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                while let Ok(Some(path)) = read_head(&mut s).await {
-                    let body = if path == "/clientip" { peer.as_str() } else { name.as_str() };
+                while let Ok(Some(head)) = read_head(&mut s).await {
+                    let body = if head.path == "/clientip" { peer.as_str() } else { name.as_str() };
                     let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{}\r\n{body}",
+                        body.len(),
+                        if head.close { "Connection: close\r\n" } else { "" }
                     );
-                    if s.write_all(answer.as_bytes()).await.is_err() {
+                    if s.write_all(answer.as_bytes()).await.is_err() || head.close {
                         break;
                     }
                 }
