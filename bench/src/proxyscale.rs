@@ -1,8 +1,9 @@
-//! `kubesvc-bench proxy-scale [--services 10000] [--endpoints 5] [--changes 200]`:
-//! the proxy core at scale, programming a real kernel (a network namespace
-//! of the benchmark's own):
+//! `kubesvc-bench proxy-scale [--services 10000] [--endpoints 5] [--changes 200]
+//! [--writer both|netlink|nft]`: the proxy core at scale, programming a real
+//! kernel (a network namespace of the benchmark's own, fresh for each writer),
+//! written over netlink and with `nft -f` side by side:
 //!
-//! - a full sync of every Service (render and `nft -f`), and the kernel's
+//! - a full sync of every Service (render and write), and the kernel's
 //!   view listed back;
 //! - one endpoint changed (ready flipped), `--changes` times, to the kernel:
 //!   incremental transactions against rebuilding the whole table each time;
@@ -16,9 +17,10 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubesvc_api::net::{Cidr, Family};
 use kubesvc_proxy::model::ServiceName;
-use kubesvc_proxy::nft::Table;
 use kubesvc_proxy::nft::apply::Nft;
+use kubesvc_proxy::nft::netlink::Netlink;
 use kubesvc_proxy::nft::render::{self, NftConfig};
+use kubesvc_proxy::nft::{Table, Writer};
 use kubesvc_proxy::tracker::Tracker;
 use serde_json::json;
 
@@ -28,10 +30,11 @@ struct Args {
     services: usize,
     endpoints: usize,
     changes: usize,
+    writers: Vec<&'static str>,
 }
 
 fn parse(argv: &[String]) -> Result<Args> {
-    let mut a = Args { services: 10_000, endpoints: 5, changes: 200 };
+    let mut a = Args { services: 10_000, endpoints: 5, changes: 200, writers: vec!["netlink", "nft"] };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let v = it.next().context("flag without value")?;
@@ -39,6 +42,14 @@ fn parse(argv: &[String]) -> Result<Args> {
             "--services" => a.services = v.parse()?,
             "--endpoints" => a.endpoints = v.parse()?,
             "--changes" => a.changes = v.parse()?,
+            "--writer" => {
+                a.writers = match v.as_str() {
+                    "both" => vec!["netlink", "nft"],
+                    "netlink" => vec!["netlink"],
+                    "nft" => vec!["nft"],
+                    _ => bail!("--writer: both, netlink or nft"),
+                }
+            }
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -63,6 +74,16 @@ impl Scratch {
 
     fn nft(&self) -> Nft {
         Nft::with_argv(["nsenter", "-t", &self.0.id().to_string(), "-n", "nft"].map(String::from).to_vec())
+    }
+
+    fn writer(&self, kind: &str) -> Result<Writer> {
+        Ok(match kind {
+            "netlink" => {
+                let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.0.id()))?;
+                Writer::Netlink(Netlink::open_in(std::os::fd::AsFd::as_fd(&ns))?)
+            }
+            _ => Writer::Nft(self.nft()),
+        })
     }
 }
 
@@ -106,7 +127,7 @@ struct Synced {
     bytes: usize,
 }
 
-async fn sync(tracker: &mut Tracker, table: &mut Table, nft: &Nft) -> Result<Synced> {
+async fn sync(tracker: &mut Tracker, table: &mut Table, writer: &Writer) -> Result<Synced> {
     let t0 = Instant::now();
     if table.needs_full() {
         tracker.mark_all();
@@ -120,7 +141,7 @@ async fn sync(tracker: &mut Tracker, table: &mut Table, nft: &Nft) -> Result<Syn
         std::fs::write(path, plan.text())?;
     }
     let t1 = Instant::now();
-    nft.apply(&plan.text()).await?;
+    writer.apply(&plan).await?;
     Ok(Synced { render, apply: t1.elapsed(), bytes: plan.text().len() })
 }
 
@@ -131,12 +152,17 @@ fn ms(d: Duration) -> f64 {
 pub fn main(argv: &[String]) -> Result<()> {
     let a = parse(argv)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run(a))
+    for kind in &a.writers {
+        println!("-- written with {kind}");
+        rt.block_on(run(&a, kind))?;
+    }
+    Ok(())
 }
 
-async fn run(a: Args) -> Result<()> {
+async fn run(a: &Args, kind: &str) -> Result<()> {
     let scratch = Scratch::new()?;
     let nft = scratch.nft();
+    let writer = scratch.writer(kind)?;
     let cfg = NftConfig {
         family: Family::IPv4,
         table: "kubesvc".into(),
@@ -154,7 +180,7 @@ async fn run(a: Args) -> Result<()> {
     }
     let mut table = Table::new(cfg.clone());
     eprintln!("full sync of {} services, {} endpoints...", a.services, a.services * a.endpoints);
-    let full = sync(&mut tracker, &mut table, &nft).await?;
+    let full = sync(&mut tracker, &mut table, &writer).await?;
     let rss = rss_mib(std::process::id());
     let t = Instant::now();
     let listed = nft.command(&["list", "table", "ip", "kubesvc"]).await?;
@@ -175,18 +201,18 @@ async fn run(a: Args) -> Result<()> {
         let i = next() % a.services;
         let t = Instant::now();
         tracker.slice(&slice(i, a.endpoints, Some(next() % a.endpoints)), false);
-        let s = sync(&mut tracker, &mut table, &nft).await?;
+        let s = sync(&mut tracker, &mut table, &writer).await?;
         incremental.push(ms(t.elapsed()));
         text_bytes.push(s.bytes as f64);
         // And back, so the next change starts from all ready.
         tracker.slice(&slice(i, a.endpoints, None), false);
-        sync(&mut tracker, &mut table, &nft).await?;
+        sync(&mut tracker, &mut table, &writer).await?;
     }
     // One Service added.
     let t = Instant::now();
     tracker.service(name(a.services), Some(&service(a.services)));
     tracker.slice(&slice(a.services, a.endpoints, None), false);
-    sync(&mut tracker, &mut table, &nft).await?;
+    sync(&mut tracker, &mut table, &writer).await?;
     let add_ms = ms(t.elapsed());
 
     // The same change with the whole table rebuilt each time (what a proxy without
@@ -197,7 +223,7 @@ async fn run(a: Args) -> Result<()> {
         let t = Instant::now();
         tracker.slice(&slice(i, a.endpoints, Some(0)), false);
         table.reset();
-        sync(&mut tracker, &mut table, &nft).await?;
+        sync(&mut tracker, &mut table, &writer).await?;
         rebuilt.push(ms(t.elapsed()));
     }
     incremental.sort_by(f64::total_cmp);
@@ -205,14 +231,14 @@ async fn run(a: Args) -> Result<()> {
     text_bytes.sort_by(f64::total_cmp);
     println!("services {}  endpoints {}  chains in the kernel {chains}", a.services, a.services * a.endpoints);
     println!(
-        "full sync: render {:.0} ms + nft {:.0} ms = {:.0} ms ({:.1} MB of rules); nft list {list_ms:.0} ms",
+        "full sync: render {:.0} ms + {kind} {:.0} ms = {:.0} ms ({:.1} MB of rules as nft text); nft list {list_ms:.0} ms",
         ms(full.render),
         ms(full.apply),
         ms(full.render + full.apply),
         full.bytes as f64 / 1e6
     );
     println!(
-        "one endpoint change to the kernel, incremental: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} changes; transaction p50 {:.0} bytes)",
+        "one endpoint change to the kernel, incremental: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} changes; transaction p50 {:.0} bytes as nft text)",
         percentile(&incremental, 0.5),
         percentile(&incremental, 0.99),
         incremental.last().copied().unwrap_or(f64::NAN),

@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use kubesvc_api::net::{Cidr, Family};
+use kubesvc_proxy::nft::Writer;
 use kubesvc_proxy::nft::apply::Nft;
+use kubesvc_proxy::nft::netlink::Netlink;
 use tokio::sync::watch;
 
 use crate::supervisor::Supervisor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// The best mode that works here (nftables, when `nft` can program this kernel).
+    /// The best mode that works here (nftables, when this kernel takes nf_tables transactions).
     Auto,
     Nftables,
     Iptables,
@@ -24,6 +26,23 @@ pub enum Mode {
     Ipvs,
     /// No proxy (e.g. an agent joining a cluster that runs kube-proxy).
     None,
+}
+
+/// How nftables transactions reach the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriterKind {
+    /// A netlink socket kept open (no `nft` binary needed; a change costs its own size).
+    Netlink,
+    /// `nft -f -`, as kube-proxy runs it (every run re-reads the kernel's rules first).
+    Nft,
+}
+
+/// A writer of the given kind, in this process's network namespace.
+pub fn writer(kind: WriterKind) -> anyhow::Result<Writer> {
+    Ok(match kind {
+        WriterKind::Netlink => Writer::Netlink(Netlink::open().context("opening a netfilter netlink socket")?),
+        WriterKind::Nft => Writer::Nft(Nft::default()),
+    })
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -56,6 +75,9 @@ pub struct Flags {
     pub announce_network: Option<String>,
     #[arg(long, hide = true)]
     pub announce_interface: Option<String>,
+    /// How nftables transactions are written (netlink, or `nft -f` for comparison and debugging).
+    #[arg(long, value_enum, default_value = "netlink", hide = true)]
+    pub nftables_writer: WriterKind,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -79,7 +101,7 @@ fn cidrs(flag: &str, values: &[String]) -> anyhow::Result<Vec<Cidr>> {
 }
 
 /// Chooses the mode, saying which and why.
-pub async fn choose(mode: Mode, nft: &Nft) -> anyhow::Result<Option<Mode>> {
+pub async fn choose(mode: Mode, writer: &Writer) -> anyhow::Result<Option<Mode>> {
     match mode {
         Mode::None => Ok(None),
         Mode::Ipvs => bail!(
@@ -89,16 +111,21 @@ pub async fn choose(mode: Mode, nft: &Nft) -> anyhow::Result<Option<Mode>> {
             bail!("--proxy-mode {mode:?}: not built yet (it is the next proxy issue); nftables is", mode = mode)
         }
         Mode::Nftables => {
-            nft.check().await.context("--proxy-mode nftables: nft cannot program this kernel")?;
-            tracing::info!("proxy mode nftables (asked for)");
+            writer.check().await.context("--proxy-mode nftables: nf_tables cannot be programmed here")?;
+            tracing::info!(writer = writer.name(), "proxy mode nftables (asked for)");
             Ok(Some(Mode::Nftables))
         }
-        Mode::Auto => match nft.check().await {
+        Mode::Auto => match writer.check().await {
             Ok(()) => {
-                tracing::info!("proxy mode nftables (auto: nft works here)");
+                tracing::info!(
+                    writer = writer.name(),
+                    "proxy mode nftables (auto: the kernel takes nf_tables transactions)"
+                );
                 Ok(Some(Mode::Nftables))
             }
-            Err(e) => bail!("no proxy mode works here: nftables: {e} (install nftables, or pass --proxy-mode none)"),
+            Err(e) => {
+                bail!("no proxy mode works here: nftables: {e} (the kernel needs nf_tables; or pass --proxy-mode none)")
+            }
         },
     }
 }
@@ -130,8 +157,8 @@ pub async fn start(
     node_ips: Vec<std::net::IpAddr>,
     flags: Flags,
 ) -> anyhow::Result<()> {
-    let nft = Nft::default();
-    let Some(_mode) = choose(flags.proxy_mode, &nft).await? else {
+    let writer = writer(flags.nftables_writer)?;
+    let Some(_mode) = choose(flags.proxy_mode, &writer).await? else {
         tracing::info!("proxy: --proxy-mode none; Services are not programmed on this node");
         return Ok(());
     };
@@ -157,7 +184,7 @@ pub async fn start(
         cluster_cidrs: cidrs("cluster-cidr", &flags.proxy_cluster_cidr)?,
         node_port_cidrs,
         min_sync_period: flags.min_sync_period,
-        nft,
+        writer,
         announce: match (&flags.announce_network, &flags.announce_interface) {
             (Some(n), Some(i)) => Some(kubesvc_proxy::announce::Announce {
                 interface: i.clone(),
@@ -208,15 +235,15 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.cleanup {
-        let nft = Nft::default();
-        for fam in ["ip", "ip6"] {
-            let _ = nft.apply(&format!("add table {fam} kubesvc\ndelete table {fam} kubesvc\n")).await;
+        let writer = writer(args.flags.nftables_writer)?;
+        for family in [Family::IPv4, Family::IPv6] {
+            writer.remove_table(family, "kubesvc").await.context("removing kubesvc's nftables tables")?;
         }
         eprintln!("removed kubesvc's nftables tables");
         return Ok(());
     }
     // A mode that cannot work fails before anything else is tried.
-    choose(args.flags.proxy_mode, &Nft::default()).await?;
+    choose(args.flags.proxy_mode, &writer(args.flags.nftables_writer)?).await?;
     let client = kubesvc_runtime::client::from_kubeconfig(args.kubeconfig.as_deref()).await?;
     let node = match args.hostname_override {
         Some(n) => n,

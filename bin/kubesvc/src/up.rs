@@ -335,7 +335,7 @@ async fn serve(
         .and_then(|c| Cidr::parse(c.trim()).ok())
         .and_then(|c| c.nth(10))
         .context("the service range has no tenth address for cluster DNS")?;
-    let mode = crate::proxy::choose(args.proxy_mode, &kubesvc_proxy::nft::apply::Nft::default()).await?;
+    let mode = crate::proxy::choose(args.proxy_mode, &crate::proxy::writer(crate::proxy::WriterKind::Netlink)?).await?;
     let proxy_args = vec![
         "--proxy-mode".to_string(),
         crate::proxy::mode_name(mode).to_string(),

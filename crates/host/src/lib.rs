@@ -4,7 +4,8 @@
 //! netlink (rtnetlink) and nix — no external binaries.
 //!
 //! Layout: [`addresses`] lists the host's own; [`netns`] creates, enters and removes namespaces; [`netlink`]
-//! programs links, addresses and routes in one namespace; [`sysctl`] sets
+//! programs links, addresses and routes in one namespace; [`nfnetlink`] writes
+//! nf_tables transactions to the kernel; [`sysctl`] sets
 //! per-namespace kernel parameters.
 //!
 //! Everything here changes the namespace it is pointed at. Callers own what
@@ -14,6 +15,7 @@ pub mod addresses;
 pub mod conntrack;
 pub mod netlink;
 pub mod netns;
+pub mod nfnetlink;
 pub mod sysctl;
 
 pub use netlink::{Netlink, Route};

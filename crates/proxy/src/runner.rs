@@ -19,9 +19,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
 use crate::model::ServiceName;
-use crate::nft::apply::Nft;
 use crate::nft::render::{self, NftConfig};
-use crate::nft::{Plan, Table};
+use crate::nft::{Plan, Table, Writer};
 use crate::tracker::Tracker;
 
 /// kube-proxy's informer selector: Services another proxy owns, and headless ones, are not ours.
@@ -38,7 +37,8 @@ pub struct Config {
     /// `--nodeport-addresses`; `None`: every local address but loopback.
     pub node_port_cidrs: Option<Vec<Cidr>>,
     pub min_sync_period: Duration,
-    pub nft: Nft,
+    /// How transactions reach the kernel.
+    pub writer: Writer,
     /// Hold load-balancer addresses on the node network (under `kubesvc up`).
     pub announce: Option<crate::announce::Announce>,
 }
@@ -163,7 +163,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
                 table.plan(changes, Instant::now())
             };
             report_conflicts(&recorder, &services, &plan).await;
-            if let Err(e) = config.nft.apply(&plan.text()).await {
+            if let Err(e) = config.writer.apply(&plan).await {
                 tracing::error!(error = %e, family = ?table.config().family, full = plan.full, "proxy: nftables sync failed; the next sync rebuilds the table");
                 table.reset();
                 ok = false;

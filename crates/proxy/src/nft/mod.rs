@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod ir;
+pub mod netlink;
 pub mod render;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +18,60 @@ use ir::{Key, Op, Ruleset, Syntax};
 use render::{Contribution, MAPS, NftConfig};
 
 use crate::model::ServiceName;
+
+/// What writes transactions to the kernel: a netlink socket kept open (the default:
+/// nothing is dumped first, so a change costs about its own size however big the
+/// table), or `nft -f -` as kube-proxy runs it (the same tables, `nft` needed).
+#[derive(Clone, Debug)]
+pub enum Writer {
+    Netlink(netlink::Netlink),
+    Nft(apply::Nft),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
+    #[error(transparent)]
+    Nft(#[from] apply::NftError),
+}
+
+impl Writer {
+    /// Applies one transaction: all of it or none.
+    pub async fn apply(&self, plan: &Plan) -> Result<(), WriteError> {
+        match self {
+            Writer::Netlink(n) => Ok(n.apply(plan).await?),
+            Writer::Nft(n) => Ok(n.apply(&plan.text()).await?),
+        }
+    }
+
+    /// Whether the kernel takes transactions written this way here.
+    pub async fn check(&self) -> Result<(), WriteError> {
+        match self {
+            Writer::Netlink(n) => Ok(n.check().await?),
+            Writer::Nft(n) => Ok(n.check().await?),
+        }
+    }
+
+    /// Removes `family`'s table `name`, if there is one.
+    pub async fn remove_table(&self, family: kubesvc_api::net::Family, name: &str) -> Result<(), WriteError> {
+        match self {
+            Writer::Netlink(n) => Ok(n.remove_table(family, name).await?),
+            Writer::Nft(n) => {
+                let fam = Syntax { family }.nft_family();
+                Ok(n.apply(&format!("add table {fam} {name}\ndelete table {fam} {name}\n")).await?)
+            }
+        }
+    }
+
+    /// How it writes, for logs: `netlink` or `nft`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Writer::Netlink(_) => "netlink",
+            Writer::Nft(_) => "nft",
+        }
+    }
+}
 
 /// How long a chain no longer used stays (flushed) before it is deleted.
 pub const STALE_CHAIN_DELAY: Duration = Duration::from_secs(1);
@@ -227,6 +282,16 @@ impl Plan {
             out.push('\n');
         }
         out
+    }
+
+    /// The family's names and syntax the plan is for.
+    pub fn syntax(&self) -> Syntax {
+        self.syntax
+    }
+
+    /// The table the plan changes.
+    pub fn table(&self) -> &str {
+        &self.table
     }
 }
 

@@ -9,6 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubesvc_api::net::{Cidr, Family};
 use serde_json::{Value, json};
 
+use super::ir::{Key, Op, Rule, Stmt, Verdict};
 use super::render::{self, NftConfig};
 use super::{Plan, Table};
 use crate::model::{Protocol, ServiceName};
@@ -482,6 +483,12 @@ impl Scratch {
             "nft".into(),
         ])
     }
+
+    /// A netlink socket inside the namespace.
+    fn netlink(&self) -> super::netlink::Netlink {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.child.id())).unwrap();
+        super::netlink::Netlink::open_in(std::os::fd::AsFd::as_fd(&ns)).unwrap()
+    }
 }
 
 impl Drop for Scratch {
@@ -491,22 +498,22 @@ impl Drop for Scratch {
     }
 }
 
-#[tokio::test]
-async fn the_kernel_takes_every_transaction_full_and_incremental() {
-    let ns = Scratch::new();
-    let nft = ns.nft();
+fn lb(w: &mut World) {
+    let mut s = service(
+        "lb",
+        "10.96.0.12",
+        json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "externalIPs": ["203.0.113.7"],
+            "loadBalancerSourceRanges": ["10.1.0.0/16"], "sessionAffinity": "ClientIP", "healthCheckNodePort": 30999,
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}, {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]}),
+    );
+    s["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.168.0.200"}]}});
+    w.svc(s);
+}
+
+/// A world of every kind of Service (affinity, load balancer with source ranges and
+/// local policy, no endpoints), before its first sync.
+fn every_kind() -> World {
     let mut w = World::new();
-    let lb = |w: &mut World| {
-        let mut s = service(
-            "lb",
-            "10.96.0.12",
-            json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "externalIPs": ["203.0.113.7"],
-                "loadBalancerSourceRanges": ["10.1.0.0/16"], "sessionAffinity": "ClientIP", "healthCheckNodePort": 30999,
-                "ports": [{"name": "http", "port": 80, "nodePort": 30080}, {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]}),
-        );
-        s["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.168.0.200"}]}});
-        w.svc(s);
-    };
     w.svc(service("web", "10.96.0.10", json!({"sessionAffinity": "ClientIP"})));
     w.slice(slice("web", "web-1", &[("10.244.1.5", "node-a", ready()), ("10.244.2.5", "node-b", ready())]));
     lb(&mut w);
@@ -516,19 +523,14 @@ async fn the_kernel_takes_every_transaction_full_and_incremental() {
         "10.96.0.13",
         json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30081}]}),
     ));
-    let plan = w.sync();
-    assert!(plan.full);
-    nft.apply(&plan.text()).await.unwrap_or_else(|e| panic!("{e}\n{}", plan.text()));
-    let listed = nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap();
-    assert!(listed.contains("10.96.0.10 . tcp . 80 : goto service-"), "{listed}");
-    assert!(
-        listed.contains("numgen random mod 2 == 0 goto endpoint-")
-            || listed.contains("numgen random mod 2 0 goto endpoint-"),
-        "{listed}"
-    );
-    // Every kind of change, each applied in turn.
-    type Step<'a> = Box<dyn Fn(&mut World) + 'a>;
-    let steps: Vec<Step> = vec![
+    w
+}
+
+type Step = Box<dyn Fn(&mut World)>;
+
+/// Every kind of change, each to be synced and applied in turn.
+fn every_change() -> Vec<Step> {
+    vec![
         Box::new(|w| w.slice(slice("web", "web-1", &[("10.244.1.5", "node-a", ready())]))),
         Box::new(|w| {
             w.svc(service(
@@ -539,7 +541,7 @@ async fn the_kernel_takes_every_transaction_full_and_incremental() {
         }),
         Box::new(|w| w.delete_svc("default", "lb")),
         Box::new(|w| w.now += Duration::from_secs(2)),
-        Box::new(|w| lb(w)),
+        Box::new(lb),
         Box::new(|w| w.slice(slice("empty", "empty-1", &[("10.244.3.5", "node-b", ready())]))),
         Box::new(|w| {
             w.slice(slice(
@@ -549,8 +551,25 @@ async fn the_kernel_takes_every_transaction_full_and_incremental() {
             ))
         }),
         Box::new(|w| w.now += Duration::from_secs(2)),
-    ];
-    for (i, step) in steps.iter().enumerate() {
+    ]
+}
+
+#[tokio::test]
+async fn the_kernel_takes_every_transaction_full_and_incremental() {
+    let ns = Scratch::new();
+    let nft = ns.nft();
+    let mut w = every_kind();
+    let plan = w.sync();
+    assert!(plan.full);
+    nft.apply(&plan.text()).await.unwrap_or_else(|e| panic!("{e}\n{}", plan.text()));
+    let listed = nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap();
+    assert!(listed.contains("10.96.0.10 . tcp . 80 : goto service-"), "{listed}");
+    assert!(
+        listed.contains("numgen random mod 2 == 0 goto endpoint-")
+            || listed.contains("numgen random mod 2 0 goto endpoint-"),
+        "{listed}"
+    );
+    for (i, step) in every_change().iter().enumerate() {
         step(&mut w);
         let plan = w.sync();
         assert!(!plan.full);
@@ -570,4 +589,185 @@ async fn the_kernel_takes_every_transaction_full_and_incremental() {
     let err = nft.apply("flush chain ip kubesvc services\nadd rule ip kubesvc no-such-chain drop\n").await.unwrap_err();
     assert!(err.to_string().contains("No such file or directory"), "{err}");
     assert_eq!(nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap(), before);
+}
+
+/// A listing with each set's elements in one order (the kernel's hash order differs
+/// between two tables holding the same elements).
+fn normalized(listing: &str) -> String {
+    let mut out = Vec::new();
+    let mut elements: Option<(String, String)> = None;
+    for line in listing.lines() {
+        match elements.as_mut() {
+            Some((_, items)) => items.push_str(line),
+            None => match line.find("elements = { ") {
+                Some(at) => elements = Some((line[..at].to_string(), line[at + "elements = { ".len()..].to_string())),
+                None => {
+                    out.push(line.to_string());
+                    continue;
+                }
+            },
+        }
+        if line.trim_end().ends_with('}')
+            && let Some((indent, items)) = elements.take()
+        {
+            let mut items: Vec<&str> =
+                items.trim_end().trim_end_matches('}').split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+            items.sort();
+            out.push(format!("{indent}elements = {{ {} }}", items.join(", ")));
+        }
+    }
+    out.join("\n")
+}
+
+/// Applies `plan` in `a` with `nft -f` and in `b` over netlink, and checks both list alike.
+async fn both_ways(
+    a: &super::apply::Nft,
+    b: &super::netlink::Netlink,
+    b_nft: &super::apply::Nft,
+    plan: &Plan,
+    what: &str,
+) {
+    a.apply(&plan.text()).await.unwrap_or_else(|e| panic!("{what}: nft: {e}\n{}", plan.text()));
+    b.apply(plan).await.unwrap_or_else(|e| panic!("{what}: netlink: {e}\n{}", plan.text()));
+    let family = plan.syntax().nft_family();
+    let by_nft = a.command(&["list", "table", family, "kubesvc"]).await.unwrap();
+    let by_netlink = b_nft.command(&["list", "table", family, "kubesvc"]).await.unwrap();
+    assert_eq!(normalized(&by_netlink), normalized(&by_nft), "{what}: the tables differ");
+}
+
+#[tokio::test]
+async fn netlink_writes_the_tables_nft_writes_full_and_incremental() {
+    let (by_nft, by_netlink) = (Scratch::new(), Scratch::new());
+    let (nft, netlink, netlink_nft) = (by_nft.nft(), by_netlink.netlink(), by_netlink.nft());
+    let mut w = every_kind();
+    let plan = w.sync();
+    assert!(plan.full);
+    both_ways(&nft, &netlink, &netlink_nft, &plan, "full").await;
+    for (i, step) in every_change().iter().enumerate() {
+        step(&mut w);
+        let plan = w.sync();
+        both_ways(&nft, &netlink, &netlink_nft, &plan, &format!("step {i}")).await;
+    }
+    // A rebuild over the existing table (what follows a refused transaction).
+    w.table.reset();
+    let plan = w.sync();
+    assert!(plan.full);
+    both_ways(&nft, &netlink, &netlink_nft, &plan, "rebuild").await;
+    let listed = netlink_nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap();
+    assert!(listed.contains("comment \"rules for kubesvc\""), "{listed}");
+    assert!(listed.contains("ip saddr != 10.244.0.0/16 jump mark-for-masquerade"), "{listed}");
+}
+
+#[tokio::test]
+async fn a_refused_netlink_transaction_names_the_op_and_changes_nothing() {
+    let ns = Scratch::new();
+    let (netlink, nft) = (ns.netlink(), ns.nft());
+    let mut w = every_kind();
+    netlink.apply(&w.sync()).await.unwrap();
+    let before = nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap();
+    let refused =
+        |ops: Vec<Op>| Plan { ops, syntax: w.table.config().syntax(), table: "kubesvc".into(), ..Plan::default() };
+    let missing_chain = refused(vec![
+        Op::FlushChain("services".into()),
+        Op::AddRule { chain: "no-such-chain".into(), rule: Rule::new(vec![], vec![Stmt::Drop]) },
+        Op::AddChain { name: "new-chain".into(), base: None },
+    ]);
+    let err = netlink.apply(&missing_chain).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("add rule ip kubesvc no-such-chain drop"), "{text}");
+    assert!(matches!(err, super::netlink::NetlinkError::Refused { index: 1, .. }), "{err:?}");
+    assert_eq!(err.errno(), Some(2), "ENOENT: {err}");
+    assert_eq!(nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap(), before);
+    // Deleting what is not there, after a change that would have worked.
+    let missing = refused(vec![
+        Op::AddElement {
+            map: render::SERVICE_IPS,
+            key: Key::AddrProtoPort("10.96.0.99".parse().unwrap(), Protocol::Tcp, 1),
+            verdict: Verdict::Drop,
+        },
+        Op::DeleteChain("no-such-chain".into()),
+    ]);
+    let err = netlink.apply(&missing).await.unwrap_err();
+    assert!(err.to_string().contains("delete chain ip kubesvc no-such-chain"), "{err}");
+    assert_eq!(err.errno(), Some(2), "ENOENT: {err}");
+    // A key of the wrong shape for its map (EINVAL).
+    let wrong = refused(vec![Op::AddElement {
+        map: render::SERVICE_IPS,
+        key: Key::ProtoPort(Protocol::Tcp, 1),
+        verdict: Verdict::Drop,
+    }]);
+    let err = netlink.apply(&wrong).await.unwrap_err();
+    assert_eq!(err.errno(), Some(22), "EINVAL: {err}");
+    // A chain still jumped to cannot go (EBUSY).
+    let busy = refused(vec![Op::DeleteChain("mark-for-masquerade".into())]);
+    let err = netlink.apply(&busy).await.unwrap_err();
+    assert_eq!(err.errno(), Some(16), "EBUSY: {err}");
+    assert_eq!(nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap(), before);
+    // The socket goes on after refusals.
+    w.slice(slice("web", "web-1", &[("10.244.1.5", "node-a", ready())]));
+    netlink.apply(&w.sync()).await.unwrap();
+    assert_ne!(nft.command(&["list", "table", "ip", "kubesvc"]).await.unwrap(), before);
+}
+
+fn v6_service(name: &str, ip: &str, spec: Value) -> Value {
+    let mut s = service(name, ip, spec);
+    s["spec"]["ipFamilies"] = json!(["IPv6"]);
+    s
+}
+
+fn v6_slice(service: &str, name: &str, eps: &[(&str, &str, Value)]) -> Value {
+    let mut s = slice(service, name, eps);
+    s["addressType"] = json!("IPv6");
+    s
+}
+
+#[tokio::test]
+async fn ipv6_tables_are_written_alike_both_ways() {
+    let (by_nft, by_netlink) = (Scratch::new(), Scratch::new());
+    let (nft, netlink, netlink_nft) = (by_nft.nft(), by_netlink.netlink(), by_netlink.nft());
+    let mut cfg = config();
+    cfg.family = Family::IPv6;
+    cfg.service_cidrs = vec![Cidr::parse("fd00:10:96::/112").unwrap()];
+    // A whole-byte prefix and one that is not (loaded and compared differently).
+    cfg.pod_cidrs = vec![Cidr::parse("fd00:10:244::/56").unwrap(), Cidr::parse("fd00:10:245::/60").unwrap()];
+    let mut w = World::with(cfg);
+    let eps = |w: &mut World, name: &str, ips: &[&str]| {
+        let list: Vec<(&str, &str, Value)> =
+            ips.iter().enumerate().map(|(i, ip)| (*ip, if i == 0 { "node-a" } else { "node-b" }, ready())).collect();
+        w.slice(v6_slice(name, &format!("{name}-1"), &list));
+    };
+    w.svc(v6_service("web", "fd00:10:96::10", json!({"sessionAffinity": "ClientIP"})));
+    eps(&mut w, "web", &["fd00:10:244::5", "fd00:10:244:1::5"]);
+    let mut lb = v6_service(
+        "lb",
+        "fd00:10:96::12",
+        json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "externalIPs": ["2001:db8::7"],
+            "loadBalancerSourceRanges": ["2001:db8:1::/48"],
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}, {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]}),
+    );
+    lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "2001:db8::200"}]}});
+    w.svc(lb);
+    eps(&mut w, "lb", &["fd00:10:244::6", "fd00:10:244:1::6"]);
+    w.svc(v6_service(
+        "empty",
+        "fd00:10:96::13",
+        json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30081}]}),
+    ));
+    let plan = w.sync();
+    assert!(plan.full);
+    both_ways(&nft, &netlink, &netlink_nft, &plan, "full").await;
+    let listed = netlink_nft.command(&["list", "table", "ip6", "kubesvc"]).await.unwrap();
+    assert!(listed.contains("dnat to [fd00:10:244::5]:8080"), "{listed}");
+    assert!(listed.contains("fd00:10:96::10 . tcp . 80 : goto service-"), "{listed}");
+    eps(&mut w, "web", &["fd00:10:244::5"]);
+    eps(&mut w, "empty", &["fd00:10:244:1::7"]);
+    let plan = w.sync();
+    both_ways(&nft, &netlink, &netlink_nft, &plan, "endpoints changed").await;
+    w.delete_svc("default", "lb");
+    w.now += Duration::from_secs(2);
+    let plan = w.sync();
+    both_ways(&nft, &netlink, &netlink_nft, &plan, "service gone").await;
+    w.now += Duration::from_secs(2);
+    let plan = w.sync();
+    both_ways(&nft, &netlink, &netlink_nft, &plan, "stale chains deleted").await;
 }
