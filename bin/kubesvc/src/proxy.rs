@@ -75,6 +75,11 @@ pub struct Flags {
     pub announce_network: Option<String>,
     #[arg(long, hide = true)]
     pub announce_interface: Option<String>,
+    /// Balance connections from this cgroup (a cgroup v2 directory holding the node's pods)
+    /// to cluster IPs at the socket, with eBPF (default: the agent's pod cgroup; none for
+    /// `kubesvc proxy`).
+    #[arg(long)]
+    pub socket_lb_cgroup: Option<PathBuf>,
     /// How nftables transactions are written (netlink, or `nft -f` for comparison and debugging).
     #[arg(long, value_enum, default_value = "netlink", hide = true)]
     pub nftables_writer: WriterKind,
@@ -185,6 +190,7 @@ pub async fn start(
         node_port_cidrs,
         min_sync_period: flags.min_sync_period,
         writer,
+        socket_lb: flags.socket_lb_cgroup.clone(),
         announce: match (&flags.announce_network, &flags.announce_interface) {
             (Some(n), Some(i)) => Some(kubesvc_proxy::announce::Announce {
                 interface: i.clone(),

@@ -210,6 +210,8 @@ fn spawn_agent(
         .arg("--client-ca-file")
         .arg(node.dir.join("ca.crt"))
         .arg("--stop-when-stdin-closes")
+        // Node names repeat across clusters on one machine; their namespaces' names do not.
+        .args(["--cgroup-root", &format!("kubesvc/{}", node.netns)])
         .args(extra)
         .stdin(std::process::Stdio::piped())
         .stdout(log.try_clone()?)
@@ -350,6 +352,10 @@ async fn serve(
     ];
     let kubeconfig = server::spawn(&mut sup, settings).await?;
     let server_url = format!("https://{listen}");
+    // Once, before the agents (which would race to mount it where it is hidden).
+    if let Err(e) = kubesvc_host::socklb::ensure_cgroup2() {
+        tracing::warn!(error = %e, "no cgroup v2 hierarchy: pods are balanced by the nftables rules alone");
+    }
     let mut agents = Vec::new();
     for node in nodes {
         let kc = node_certificates(data_dir, node, &server_url)?;

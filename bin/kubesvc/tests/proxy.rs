@@ -154,6 +154,21 @@ fn services_reach_ready_pods_from_every_node_and_from_the_machine() {
         assert!((150..=350).contains(n), "{pod} got {n} of 1000: {counts:?}");
     }
     assert_eq!(spread(&c, &b, &url, 40).len(), 4);
+    // Balanced at the socket: the kernel's socket is connected to a pod itself (no NAT), while
+    // the program sees the address it asked for.
+    let socket = format!(
+        "import socket\ns=socket.create_connection(('{web}',80),timeout=3)\nport=s.getsockname()[1]\n\
+         for l in open('/proc/net/tcp').readlines()[1:]:\n  f=l.split()\n  if int(f[1].split(':')[1],16)==port:\n    \
+         h,p=f[2].split(':');print(s.getpeername()[0],s.getpeername()[1],'%d.%d.%d.%d:%d'%(tuple(bytes.fromhex(h)[::-1])+(int(p,16),)))"
+    );
+    let got = python_in(&c, &a, &socket).unwrap();
+    let (peer, remote) = got.rsplit_once(' ').unwrap();
+    assert_eq!(peer, format!("{web} 80"), "{got}");
+    let pod_ips = c.kubectl(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].status.podIP}"]).ok();
+    assert!(
+        remote.ends_with(":8080") && pod_ips.split(' ').any(|ip| remote == format!("{ip}:8080")),
+        "connected to {remote}, not one of {pod_ips}"
+    );
     // The same port over UDP reaches the same pods.
     let udp = format!(
         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3)\n\

@@ -74,6 +74,9 @@ pub struct Config {
     /// Leave pods running when the agent stops, for the next agent to adopt.
     pub keep_pods_on_exit: bool,
     pub max_pods: u32,
+    /// The cgroup (v2 directory) every container joins; the node's proxy balances
+    /// connections from it at the socket.
+    pub pod_cgroup: Option<PathBuf>,
     /// Serve logs, exec, attach and port-forward to the API server (kubelet's port 10250).
     pub serve: Option<server::Tls>,
 }

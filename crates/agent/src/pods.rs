@@ -559,7 +559,7 @@ impl Worker {
             working_dir: c.working_dir.as_ref().map(PathBuf::from),
             uid: uid.and_then(|u| u32::try_from(u).ok()),
             gid: gid.and_then(|g| u32::try_from(g).ok()),
-            cgroups: Vec::new(),
+            cgroups: cfg.pod_cgroup.iter().map(|c| c.join("cgroup.procs")).collect(),
             log: dir.join(format!("{restarts}.log")),
             result: dir.join(format!("{restarts}.result")),
             die_with_agent: !cfg.keep_pods_on_exit,

@@ -5,17 +5,20 @@
 //!
 //! Layout: [`addresses`] lists the host's own; [`netns`] creates, enters and removes namespaces; [`netlink`]
 //! programs links, addresses and routes in one namespace; [`nfnetlink`] writes
-//! nf_tables transactions to the kernel; [`sysctl`] sets
+//! nf_tables transactions to the kernel; [`socklb`] balances sockets at
+//! `connect()` with eBPF programs ([`bpf`]) on a cgroup; [`sysctl`] sets
 //! per-namespace kernel parameters.
 //!
 //! Everything here changes the namespace it is pointed at. Callers own what
 //! they create and remove it by name.
 
 pub mod addresses;
+pub mod bpf;
 pub mod conntrack;
 pub mod netlink;
 pub mod netns;
 pub mod nfnetlink;
+pub mod socklb;
 pub mod sysctl;
 
 pub use netlink::{Netlink, Route};

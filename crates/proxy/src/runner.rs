@@ -41,6 +41,9 @@ pub struct Config {
     pub writer: Writer,
     /// Hold load-balancer addresses on the node network (under `kubesvc up`).
     pub announce: Option<crate::announce::Announce>,
+    /// The pods' cgroup (v2 directory): their connections to cluster IPs are balanced
+    /// at the socket when eBPF programs can be attached there.
+    pub socket_lb: Option<std::path::PathBuf>,
 }
 
 struct Shared {
@@ -122,6 +125,16 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
         },
         None => None,
     };
+    let mut balancer = config.socket_lb.as_deref().and_then(|cgroup| match kubesvc_host::socklb::SocketLb::attach(cgroup) {
+        Ok(lb) => {
+            tracing::info!(cgroup = %cgroup.display(), "proxy: socket load balancing on: pods' connections to cluster IPs go straight to endpoints");
+            Some(crate::socketlb::Balancer::new(lb))
+        }
+        Err(e) => {
+            tracing::warn!(cgroup = %cgroup.display(), error = %e, "proxy: socket load balancing unavailable; pods reach cluster IPs through the nftables rules alone");
+            None
+        }
+    });
     let mut tables: Vec<Table> = Vec::new();
     let mut applied_node: Option<(Option<String>, Vec<Cidr>)> = None;
     let mut last_sync: Option<Instant> = None;
@@ -209,6 +222,14 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
                     for s in &dirty {
                         let want = crate::announce::held_here(a, &config.node, &tracker.ports(s));
                         moves.push((s.clone(), held.set(s, want)));
+                    }
+                }
+                if let Some(b) = &mut balancer {
+                    for s in &dirty {
+                        let want = crate::socketlb::desired(&tracker.ports(s), &config.node, zone.as_deref());
+                        if let Err(e) = b.sync(s, want) {
+                            tracing::warn!(service = %s, error = %e, "proxy: socket load balancing update failed; retried on the Service's next change");
+                        }
                     }
                 }
                 dirty.iter().map(|s| (s.clone(), health_check(&tracker, s, &config.node, zone.as_deref()))).collect()

@@ -519,14 +519,26 @@ impl Cluster {
         cmd
     }
 
-    /// `program` run inside the network namespace of pod `namespace/name` (as its containers see it).
+    /// `program` run as pod `namespace/name`'s containers run: in its network namespace and
+    /// in its node's pod cgroup (where the node's proxy balances connections at the socket).
     pub fn in_pod(&self, namespace: &str, name: &str, program: &str) -> Result<Command> {
-        let uid = self.kubectl(&["get", "pod", "-n", namespace, name, "-o", "jsonpath={.metadata.uid}"]);
-        if !uid.success || uid.stdout.is_empty() {
-            bail!("no pod {namespace}/{name}: {}", uid.stderr);
+        let got =
+            self.kubectl(&["get", "pod", "-n", namespace, name, "-o", "jsonpath={.metadata.uid} {.spec.nodeName}"]);
+        let (uid, node) = got.stdout.split_once(' ').unwrap_or((got.stdout.as_str(), ""));
+        if !got.success || uid.is_empty() {
+            bail!("no pod {namespace}/{name}: {}", got.stderr);
         }
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &format!("kubesvc-pod-{}", uid.stdout), program]);
+        let netns = format!("kubesvc-pod-{uid}");
+        let procs = kubesvc_host::socklb::cgroup2_mount()
+            .map(|m| m.join(format!("kubesvc/{}-{node}/cgroup.procs", self.netns_name())))
+            .filter(|p| p.exists());
+        let mut cmd = Command::new("sh");
+        match procs {
+            // Joined before `ip netns exec`, whose fresh /sys hides the cgroup mount.
+            Some(procs) => cmd.args(["-c", r#"echo $$ > "$0" && exec ip netns exec "$@""#]).arg(procs),
+            None => cmd.args(["-c", r#"exec ip netns exec "$@""#, "sh"]),
+        };
+        cmd.args([netns.as_str(), program]);
         Ok(cmd)
     }
 
