@@ -32,7 +32,7 @@ impl Family {
 }
 
 /// An IP network, e.g. `10.96.0.0/12`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cidr {
     /// The network address (host bits zero).
     pub network: IpAddr,

@@ -6,7 +6,8 @@
 //! Layout: [`addresses`] lists the host's own; [`netns`] creates, enters and removes namespaces; [`netlink`]
 //! programs links, addresses and routes in one namespace; [`nfnetlink`] writes
 //! nf_tables transactions to the kernel; [`socklb`] balances sockets at
-//! `connect()` with eBPF programs ([`bpf`]) on a cgroup; [`sysctl`] sets
+//! `connect()` with eBPF programs ([`bpf`]) on a cgroup; [`memory`] hands
+//! freed memory back; [`sysctl`] sets
 //! per-namespace kernel parameters.
 //!
 //! Everything here changes the namespace it is pointed at. Callers own what
@@ -15,6 +16,7 @@
 pub mod addresses;
 pub mod bpf;
 pub mod conntrack;
+pub mod memory;
 pub mod netlink;
 pub mod netns;
 pub mod nfnetlink;

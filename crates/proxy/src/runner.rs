@@ -184,6 +184,10 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
         }
         let elapsed = started.elapsed();
         metrics.synced(elapsed, ok, full);
+        if full {
+            // A full sync built and dropped the whole rule set: give that memory back.
+            kubesvc_host::memory::release_free_memory();
+        }
         let mut retry_at = None;
         if ok {
             failures = 0;

@@ -14,7 +14,7 @@ use crate::model::Protocol;
 /// The mark that asks `masquerading` to SNAT a packet (kube-proxy's 0x4000).
 pub const MASQ_MARK: u32 = 0x4000;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Match {
     /// `ip saddr 10.0.0.0/8` (`!=` when `negated`); several CIDRs are several matches
     /// (negated: all must hold) or several rules, never an anonymous set (each of those
@@ -44,7 +44,7 @@ pub enum Match {
     NumgenOneIn(u32),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Stmt {
     Jump(String),
     Goto(String),
@@ -66,7 +66,7 @@ pub enum Stmt {
     Dnat(Protocol, SocketAddr),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
     pub matches: Vec<Match>,
     pub stmts: Vec<Stmt>,

@@ -76,10 +76,39 @@ impl Writer {
 /// How long a chain no longer used stays (flushed) before it is deleted.
 pub const STALE_CHAIN_DELAY: Duration = Duration::from_secs(1);
 
+/// What one Service has in the kernel: its chains by name with a fingerprint of their
+/// rules (enough to tell a changed chain; the rules themselves are kept only when
+/// asked, for the tracer), its elements and sets. A 10,000-Service table's record is a
+/// fifth of what the full rules would take.
+#[derive(Default)]
+struct Applied {
+    chains: BTreeMap<String, Fingerprint>,
+    rules: BTreeMap<String, Vec<ir::Rule>>,
+    elements: BTreeMap<(&'static str, Key), ir::Verdict>,
+    set_elements: std::collections::BTreeSet<(&'static str, IpAddr)>,
+    affinity_sets: BTreeMap<String, u32>,
+}
+
+/// 128 bits of two independent hashes of a chain's rules: a collision (a changed chain
+/// taken for unchanged) is beyond any realistic count of changes.
+type Fingerprint = (u64, u64);
+
+fn fingerprint(rules: &[ir::Rule]) -> Fingerprint {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    rules.hash(&mut a);
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    0x6b75_6265_7376_6321u64.hash(&mut b);
+    rules.hash(&mut b);
+    (a.finish(), b.finish())
+}
+
 /// One family's table: its config and what the kernel holds.
 pub struct Table {
     cfg: NftConfig,
-    applied: HashMap<ServiceName, Contribution>,
+    applied: HashMap<ServiceName, Applied>,
+    /// Keep every chain's rules (for [`Table::ruleset`]), not just their fingerprints.
+    keep_rules: bool,
     owners: HashMap<(&'static str, Key), ServiceName>,
     set_owners: HashMap<(&'static str, IpAddr), ServiceName>,
     stale_chains: BTreeMap<String, Instant>,
@@ -110,12 +139,25 @@ impl Table {
         Table {
             cfg,
             applied: HashMap::new(),
+            keep_rules: false,
             owners: HashMap::new(),
             set_owners: HashMap::new(),
             stale_chains: BTreeMap::new(),
             stale_sets: BTreeMap::new(),
             needs_full: true,
         }
+    }
+
+    /// A table that keeps every applied rule, so [`Table::ruleset`] can give the whole
+    /// table to the tracer (tests; the proxy keeps fingerprints only).
+    pub fn keeping_rules(cfg: NftConfig) -> Table {
+        Table { keep_rules: true, ..Table::new(cfg) }
+    }
+
+    /// A transaction of just `ops` for this table (nothing in its record changes), for
+    /// measuring and probing the kernel.
+    pub fn raw_plan(&self, ops: Vec<Op>) -> Plan {
+        Plan { ops, syntax: self.cfg.syntax(), table: self.cfg.table.clone(), ..Plan::default() }
     }
 
     pub fn config(&self) -> &NftConfig {
@@ -142,10 +184,17 @@ impl Table {
         self.stale_chains.values().chain(self.stale_sets.values()).min().map(|t| *t + STALE_CHAIN_DELAY)
     }
 
-    /// The whole table as data, for the tracer (walks every Service: tests only).
+    /// The whole table as data, for the tracer (walks every Service: tests only; the
+    /// table must be [`Table::keeping_rules`]).
     pub fn ruleset(&self) -> Ruleset {
         let mut rs = render::base_ruleset(&self.cfg);
-        for c in self.applied.values() {
+        for a in self.applied.values() {
+            let c = Contribution {
+                chains: a.rules.clone(),
+                elements: a.elements.clone(),
+                set_elements: a.set_elements.clone(),
+                affinity_sets: a.affinity_sets.clone(),
+            };
             c.merge_into(&mut rs);
         }
         rs
@@ -217,9 +266,12 @@ impl Table {
             for name in old.affinity_sets.keys().filter(|n| !new.affinity_sets.contains_key(*n)) {
                 self.stale_sets.insert(name.clone(), now);
             }
+            let mut prints = BTreeMap::new();
             for (name, rs) in &new.chains {
+                let print = fingerprint(rs);
+                prints.insert(name.clone(), print);
                 match old.chains.get(name) {
-                    Some(old_rules) if old_rules == rs => continue,
+                    Some(old_print) if *old_print == print => continue,
                     Some(_) => flush.push(Op::FlushChain(name.clone())),
                     None => {
                         // A chain flushed as stale still exists: reuse it.
@@ -251,7 +303,15 @@ impl Table {
                 add.push(Op::AddSetElement { set, addr: *addr });
             }
             if !new.is_empty() || !new.affinity_sets.is_empty() {
-                self.applied.insert(svc, new);
+                let rules = if self.keep_rules { new.chains } else { BTreeMap::new() };
+                let applied = Applied {
+                    chains: prints,
+                    rules,
+                    elements: new.elements,
+                    set_elements: new.set_elements,
+                    affinity_sets: new.affinity_sets,
+                };
+                self.applied.insert(svc, applied);
             }
         }
         // Chains flushed a while ago are deleted now (after the loop: one reused meanwhile is

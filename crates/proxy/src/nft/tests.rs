@@ -45,7 +45,7 @@ impl World {
     pub fn with(cfg: NftConfig) -> World {
         World {
             tracker: Tracker::new(&cfg.node.clone(), vec![cfg.family]),
-            table: Table::new(cfg),
+            table: Table::keeping_rules(cfg),
             now: Instant::now(),
             dynamic: vec![],
         }
