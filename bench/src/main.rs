@@ -17,6 +17,7 @@
 //! Build everything first (`cargo build --release --workspace`): the benchmark
 //! runs the `kubesvc` binary next to its own.
 
+mod churn;
 mod controllers;
 mod nodes;
 mod proxy;
@@ -344,7 +345,8 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
 const USAGE: &str = "usage: kubesvc-bench apiserver [--services N] [--clients C] [--watchers W] [--updates U]
        kubesvc-bench controllers [--services S1,S2] [--flips N] [--burst N]
        kubesvc-bench nodes [--nodes 1,2] [--replicas 100] [--boots 5]
-       kubesvc-bench proxy [--seconds 10] [--services 10000]
+       kubesvc-bench proxy [--seconds 10] [--services 10000] [--rounds 3]
+       kubesvc-bench churn [--seconds 30]
        kubesvc-bench proxy-scale [--services 10000] [--endpoints 5] [--changes 200] [--writer both|netlink|nft]";
 
 fn main() -> Result<()> {
@@ -355,6 +357,7 @@ fn main() -> Result<()> {
         Some("controllers") => controllers::main(&bin, &argv[1..]),
         Some("nodes") => nodes::main(&bin, &argv[1..]),
         Some("proxy") => proxy::main(&bin, &argv[1..]),
+        Some("churn") => churn::main(&bin, &argv[1..]),
         Some("proxy-scale") => proxyscale::main(&argv[1..]),
         _ => bail!("{USAGE}"),
     }

@@ -1,8 +1,10 @@
-//! `kubesvc-bench proxy [--seconds 10] [--services 10000]`: the data path,
+//! `kubesvc-bench proxy [--seconds 10] [--services 10000] [--rounds 3]`: the data path,
 //! side by side in one run, inside a `kubesvc up --nodes 1` cluster the
 //! benchmark makes: `wrk` in a client pod against one server pod
 //! (`kubesvc tool serve-hostname`), straight to the pod's IP and through its
-//! ClusterIP, with keep-alive and with a new connection per request; then
+//! ClusterIP (as a pod connects, balanced at the socket, and from the pod's
+//! network namespace outside its cgroup, by the nftables DNAT alone), with
+//! keep-alive and with a new connection per request; then
 //! the same with `--services` more Services (each with an endpoint) present,
 //! to show the cost per packet does not grow with them.
 
@@ -18,16 +20,18 @@ use serde_json::json;
 struct Args {
     seconds: u64,
     services: usize,
+    rounds: usize,
 }
 
 fn parse(argv: &[String]) -> Result<Args> {
-    let mut a = Args { seconds: 10, services: 10_000 };
+    let mut a = Args { seconds: 10, services: 10_000, rounds: 3 };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let v = it.next().context("flag without value")?;
         match flag.as_str() {
             "--seconds" => a.seconds = v.parse()?,
             "--services" => a.services = v.parse()?,
+            "--rounds" => a.rounds = v.parse::<usize>()?.max(1),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -57,12 +61,13 @@ spec:
   - {name: client, image: agnhost, command: ["sleep", "100000"]}
 "#;
 
+/// One wrk run's figures.
 #[derive(Clone, Copy, Debug)]
-struct Run {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
+pub struct Run {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
 }
 
 /// wrk's "50% 1.23ms" style latency into milliseconds.
@@ -77,8 +82,11 @@ fn wrk_ms(s: &str) -> Option<f64> {
     })
 }
 
-fn wrk(c: &Cluster, url: &str, seconds: u64, close: bool) -> Result<Run> {
-    let mut cmd = c.in_pod("default", "client", "wrk")?;
+/// wrk from the client pod: as the pod runs (socket load balancing on), or `dnat_only`
+/// from its network namespace outside the pod cgroup (the nftables rules alone).
+fn wrk(c: &Cluster, url: &str, seconds: u64, close: bool, dnat_only: bool) -> Result<Run> {
+    let mut cmd =
+        if dnat_only { c.in_pod_netns("default", "client", "wrk")? } else { c.in_pod("default", "client", "wrk")? };
     cmd.args(["-t", "2", "-c", "32", "-d", &format!("{seconds}s"), "--latency"]);
     if close {
         cmd.args(["-H", "Connection: close"]);
@@ -88,6 +96,11 @@ fn wrk(c: &Cluster, url: &str, seconds: u64, close: bool) -> Result<Run> {
     if !out.status.success() {
         bail!("wrk failed: {text} {}", String::from_utf8_lossy(&out.stderr));
     }
+    parse_wrk(&text)
+}
+
+/// wrk's report: requests per second, p50 and p99 latency, socket errors and non-2xx answers.
+pub fn parse_wrk(text: &str) -> Result<Run> {
     let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()));
     let rps: f64 = field("Requests/sec:").context("no Requests/sec in wrk's output")?.parse()?;
     let p50 = field("50%").and_then(|v| wrk_ms(&v)).unwrap_or(f64::NAN);
@@ -101,19 +114,37 @@ fn wrk(c: &Cluster, url: &str, seconds: u64, close: bool) -> Result<Run> {
     Ok(Run { rps, p50_ms: p50, p99_ms: p99, errors })
 }
 
-fn table_row(label: &str, direct: Run, svc: Run) {
+fn table_row(label: &str, direct: Run, lb: Run, nat: Run) {
+    let cell = |r: Run| format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", r.rps, r.p50_ms, r.p99_ms);
     println!(
-        "| {label} | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms | {:.3} | {} / {} |",
-        direct.rps,
-        direct.p50_ms,
-        direct.p99_ms,
-        svc.rps,
-        svc.p50_ms,
-        svc.p99_ms,
-        svc.rps / direct.rps,
+        "| {label} | {} | {} | {:.3} | {} | {:.3} | {} / {} / {} |",
+        cell(direct),
+        cell(lb),
+        lb.rps / direct.rps,
+        cell(nat),
+        nat.rps / direct.rps,
         direct.errors,
-        svc.errors
+        lb.errors,
+        nat.errors
     );
+}
+
+/// Straight to the pod, through the ClusterIP balanced at the socket, and through it by
+/// DNAT: `rounds` rounds taking the three in turn (so drift on a shared machine hits
+/// each alike), each column the round with its median rate.
+fn three(c: &Cluster, direct: &str, through: &str, a: &Args, close: bool) -> Result<(Run, Run, Run)> {
+    let mut cols: [Vec<Run>; 3] = Default::default();
+    for _ in 0..a.rounds {
+        cols[0].push(wrk(c, direct, a.seconds, close, false)?);
+        cols[1].push(wrk(c, through, a.seconds, close, false)?);
+        cols[2].push(wrk(c, through, a.seconds, close, true)?);
+    }
+    let median = |mut v: Vec<Run>| {
+        v.sort_by(|x, y| x.rps.total_cmp(&y.rps));
+        v[v.len() / 2]
+    };
+    let [d, lb, nat] = cols;
+    Ok((median(d), median(lb), median(nat)))
 }
 
 pub fn main(bin: &std::path::Path, argv: &[String]) -> Result<()> {
@@ -145,9 +176,8 @@ pub fn main(bin: &std::path::Path, argv: &[String]) -> Result<()> {
     let through = format!("http://{svc_ip}/");
     let mut rows = Vec::new();
     for close in [false, true] {
-        let d = wrk(&c, &direct, a.seconds, close)?;
-        let s = wrk(&c, &through, a.seconds, close)?;
-        rows.push((if close { "new connection per request" } else { "keep-alive" }, d, s));
+        let (d, lb, nat) = three(&c, &direct, &through, &a, close)?;
+        rows.push((if close { "new connection per request" } else { "keep-alive" }, d, lb, nat));
     }
     if a.services > 0 {
         eprintln!("creating {} more Services on the same pod...", a.services);
@@ -190,20 +220,19 @@ pub fn main(bin: &std::path::Path, argv: &[String]) -> Result<()> {
         }
         eprintln!("{} Services created and programmed in {:.1} s", a.services, t.elapsed().as_secs_f64());
         for close in [false, true] {
-            let d = wrk(&c, &direct, a.seconds, close)?;
-            let s = wrk(&c, &through, a.seconds, close)?;
+            let (d, lb, nat) = three(&c, &direct, &through, &a, close)?;
             let label = if close { "new connection per request, +Services" } else { "keep-alive, +Services" };
-            rows.push((label, d, s));
+            rows.push((label, d, lb, nat));
         }
     }
     println!(
-        "| wrk -t2 -c32, {} s | straight to the pod | through the ClusterIP | ratio | errors (direct / svc) |",
-        a.seconds
+        "| wrk -t2 -c32, {} s, median of {} | straight to the pod | ClusterIP, socket LB | ratio | ClusterIP, nftables DNAT alone | ratio | errors (direct / LB / DNAT) |",
+        a.seconds, a.rounds
     );
-    println!("|---|---|---|---|---|");
-    for (label, d, s) in rows {
+    println!("|---|---|---|---|---|---|---|");
+    for (label, d, lb, nat) in rows {
         let label = label.replace("+Services", &format!("{} more Services", a.services));
-        table_row(&label, d, s);
+        table_row(&label, d, lb, nat);
     }
     Ok(())
 }

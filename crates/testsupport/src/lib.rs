@@ -522,6 +522,16 @@ impl Cluster {
     /// `program` run as pod `namespace/name`'s containers run: in its network namespace and
     /// in its node's pod cgroup (where the node's proxy balances connections at the socket).
     pub fn in_pod(&self, namespace: &str, name: &str, program: &str) -> Result<Command> {
+        self.pod_command(namespace, name, program, true)
+    }
+
+    /// `program` in pod `namespace/name`'s network namespace only, outside the pod cgroup
+    /// (so its connections take the nftables path alone).
+    pub fn in_pod_netns(&self, namespace: &str, name: &str, program: &str) -> Result<Command> {
+        self.pod_command(namespace, name, program, false)
+    }
+
+    fn pod_command(&self, namespace: &str, name: &str, program: &str, cgroup: bool) -> Result<Command> {
         let got =
             self.kubectl(&["get", "pod", "-n", namespace, name, "-o", "jsonpath={.metadata.uid} {.spec.nodeName}"]);
         let (uid, node) = got.stdout.split_once(' ').unwrap_or((got.stdout.as_str(), ""));
@@ -531,7 +541,7 @@ impl Cluster {
         let netns = format!("kubesvc-pod-{uid}");
         let procs = kubesvc_host::socklb::cgroup2_mount()
             .map(|m| m.join(format!("kubesvc/{}-{node}/cgroup.procs", self.netns_name())))
-            .filter(|p| p.exists());
+            .filter(|p| cgroup && p.exists());
         let mut cmd = Command::new("sh");
         match procs {
             // Joined before `ip netns exec`, whose fresh /sys hides the cgroup mount.
