@@ -138,21 +138,11 @@ async fn populate(client: &Client, services: usize) -> Result<()> {
         nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
     }
     let svcs: Api<Service> = Api::namespaced(client.clone(), NS);
-    futures::stream::iter(0..services)
-        .map(|s| {
-            let svcs = svcs.clone();
-            async move {
-                let svc: Service = serde_json::from_value(json!({"metadata": {"name": format!("svc-{s:04}")},
-                    "spec": {"selector": {"app": format!("svc-{s:04}")}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}))?;
-                svcs.create(&PostParams::default(), &svc).await?;
-                Ok::<_, anyhow::Error>(())
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+    crate::create_many(&svcs, services, |s| {
+        json!({"metadata": {"name": format!("svc-{s:04}")},
+            "spec": {"selector": {"app": format!("svc-{s:04}")}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+    })
+    .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     futures::stream::iter(0..services * PODS_PER_SERVICE)
         .map(|k| {

@@ -342,6 +342,34 @@ async fn run_scenario(c: &Cluster, a: &Args) -> Result<Results> {
     Ok(r)
 }
 
+/// Creates `n` objects made by `make` (from their index), 32 requests in flight.
+async fn create_many<K, F>(api: &kube::Api<K>, n: usize, make: F) -> Result<()>
+where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + k8s_openapi::serde::Serialize
+        + std::fmt::Debug,
+    F: Fn(usize) -> serde_json::Value,
+{
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (api, obj) = (api.clone(), make(i));
+            async move {
+                let obj: K = serde_json::from_value(obj)?;
+                api.create(&kube::api::PostParams::default(), &obj).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(())
+}
+
 const USAGE: &str = "usage: kubesvc-bench apiserver [--services N] [--clients C] [--watchers W] [--updates U]
        kubesvc-bench controllers [--services S1,S2] [--flips N] [--burst N]
        kubesvc-bench nodes [--nodes 1,2] [--replicas 100] [--boots 5]

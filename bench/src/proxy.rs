@@ -11,9 +11,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kubesvc_testsupport::Cluster;
 use serde_json::json;
 
@@ -183,25 +182,11 @@ pub fn main(bin: &std::path::Path, argv: &[String]) -> Result<()> {
         eprintln!("creating {} more Services on the same pod...", a.services);
         let client = c.rt.block_on(c.client())?;
         let t = Instant::now();
-        c.rt.block_on(async {
-            let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-            futures::stream::iter(0..a.services)
-                .map(|i| {
-                    let svcs = svcs.clone();
-                    async move {
-                        let svc: Service =
-                            serde_json::from_value(json!({"metadata": {"name": format!("extra-{i:05}")},
-                            "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]}}))?;
-                        svcs.create(&PostParams::default(), &svc).await?;
-                        Ok::<_, anyhow::Error>(())
-                    }
-                })
-                .buffer_unordered(32)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+        c.rt.block_on(crate::create_many(&svcs, a.services, |i| {
+            json!({"metadata": {"name": format!("extra-{i:05}")},
+                "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+        }))?;
         // Programmed when the last one answers through its cluster IP.
         let last = c
             .kubectl(&["get", "svc", &format!("extra-{:05}", a.services - 1), "-o", "jsonpath={.spec.clusterIP}"])
