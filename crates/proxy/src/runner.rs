@@ -158,23 +158,28 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
         last_sync = Some(Instant::now());
         let started = Instant::now();
         let full = tables.iter().any(|t| t.needs_full());
-        let (dirty, triggers) = {
+        // The changed Services' ports, read once: every table and every follow-up below
+        // works from the state that was programmed.
+        let (changed, triggers) = {
             let mut tracker = shared.tracker.lock();
             if full {
                 tracker.mark_all();
             }
-            tracker.take_dirty()
+            let (dirty, triggers) = tracker.take_dirty();
+            let changed: Vec<(ServiceName, Vec<crate::tracker::PortState>)> = dirty
+                .into_iter()
+                .map(|s| {
+                    let ports = tracker.ports(&s);
+                    (s, ports)
+                })
+                .collect();
+            (changed, triggers)
         };
         let mut ok = true;
         for table in &mut tables {
-            let plan = {
-                let tracker = shared.tracker.lock();
-                let changes = dirty
-                    .iter()
-                    .map(|s| (s.clone(), render::render_service(table.config(), &tracker.ports(s))))
-                    .collect();
-                table.plan(changes, Instant::now())
-            };
+            let changes =
+                changed.iter().map(|(s, ports)| (s.clone(), render::render_service(table.config(), ports))).collect();
+            let plan = table.plan(changes, Instant::now());
             report_conflicts(&recorder, &services, &plan).await;
             if let Err(e) = config.writer.apply(&plan).await {
                 tracing::error!(error = %e, family = ?table.config().family, full = plan.full, "proxy: nftables sync failed; the next sync rebuilds the table");
@@ -196,16 +201,12 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
                 metrics.programmed(now.duration_since(t).unwrap_or_default());
             }
             let mut targets = crate::conntrack::Targets::default();
-            {
-                let tracker = shared.tracker.lock();
-                for s in &dirty {
-                    let ports = tracker.ports(s);
-                    let now: Vec<std::net::SocketAddr> = crate::conntrack::udp_addresses(&ports);
-                    let before =
-                        if now.is_empty() { udp_addrs.remove(s) } else { udp_addrs.insert(s.clone(), now.clone()) };
-                    targets.add(&ports);
-                    targets.add_gone(before.unwrap_or_default().into_iter().filter(|a| !now.contains(a)));
-                }
+            for (s, ports) in &changed {
+                let now: Vec<std::net::SocketAddr> = crate::conntrack::udp_addresses(ports);
+                let before =
+                    if now.is_empty() { udp_addrs.remove(s) } else { udp_addrs.insert(s.clone(), now.clone()) };
+                targets.add(ports);
+                targets.add_gone(before.unwrap_or_default().into_iter().filter(|a| !now.contains(a)));
             }
             if !targets.is_empty() {
                 match tokio::task::spawn_blocking(move || crate::conntrack::clean(&targets)).await {
@@ -218,26 +219,28 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
                 }
             }
             let mut moves = Vec::new();
-            let checks: Vec<(ServiceName, Option<(u16, usize)>)> = {
+            {
                 let tracker = shared.tracker.lock();
                 metrics.counts(tracker.service_count(), tracker.endpoint_count());
-                let zone = shared.node.lock().0.clone();
-                if let Some(a) = &config.announce {
-                    for s in &dirty {
-                        let want = crate::announce::held_here(a, &config.node, &tracker.ports(s));
-                        moves.push((s.clone(), held.set(s, want)));
+            }
+            let zone = shared.node.lock().0.clone();
+            if let Some(a) = &config.announce {
+                for (s, ports) in &changed {
+                    moves.push((s.clone(), held.set(s, crate::announce::held_here(a, &config.node, ports))));
+                }
+            }
+            if let Some(b) = &mut balancer {
+                for (s, ports) in &changed {
+                    let want = crate::socketlb::desired(ports, &config.node, zone.as_deref());
+                    if let Err(e) = b.sync(s, want) {
+                        tracing::warn!(service = %s, error = %e, "proxy: socket load balancing update failed; retried on the Service's next change");
                     }
                 }
-                if let Some(b) = &mut balancer {
-                    for s in &dirty {
-                        let want = crate::socketlb::desired(&tracker.ports(s), &config.node, zone.as_deref());
-                        if let Err(e) = b.sync(s, want) {
-                            tracing::warn!(service = %s, error = %e, "proxy: socket load balancing update failed; retried on the Service's next change");
-                        }
-                    }
-                }
-                dirty.iter().map(|s| (s.clone(), health_check(&tracker, s, &config.node, zone.as_deref()))).collect()
-            };
+            }
+            let checks: Vec<(ServiceName, Option<(u16, usize)>)> = changed
+                .iter()
+                .map(|(s, ports)| (s.clone(), health_check(ports, &config.node, zone.as_deref())))
+                .collect();
             if let (Some(a), Some(nl)) = (&config.announce, &netlink) {
                 for (svc, (add, remove)) in moves {
                     for ip in add {
@@ -263,7 +266,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, mut stop
                     tracing::warn!(service = %name, error = %e, "proxy: cannot serve the Service's health check node port");
                 }
             }
-            tracing::debug!(services = dirty.len(), full, ?elapsed, "proxy: synced");
+            tracing::debug!(services = changed.len(), full, ?elapsed, "proxy: synced");
         } else {
             // Back off 1 s doubling to 30 s; everything is rebuilt on the retry.
             failures += 1;
@@ -314,8 +317,7 @@ async fn report_conflicts(recorder: &Recorder, services: &Informer<Service>, pla
 }
 
 /// A `Local` Service's health-check node port and this node's endpoint count for it.
-fn health_check(tracker: &Tracker, name: &ServiceName, node: &str, zone: Option<&str>) -> Option<(u16, usize)> {
-    let ports = tracker.ports(name);
+fn health_check(ports: &[crate::tracker::PortState], node: &str, zone: Option<&str>) -> Option<(u16, usize)> {
     let port = ports.iter().find_map(|p| p.port.health_check_node_port.filter(|_| p.port.external_policy_local()))?;
     // kube-proxy counts the node's endpoints across the Service's ports (by address).
     let mut local: Vec<std::net::IpAddr> = ports

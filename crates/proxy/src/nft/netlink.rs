@@ -83,11 +83,7 @@ impl Netlink {
             return Ok(());
         }
         let Encoded { msgs, origin } = encode(plan)?;
-        let socket = self.socket.clone();
-        let sent = tokio::task::spawn_blocking(move || socket.lock().batch(&msgs))
-            .await
-            .map_err(|e| NetlinkError::Task(e.to_string()))?;
-        sent.map_err(|e| match (&e, e.index().and_then(|i| origin.get(i))) {
+        self.send(msgs).await?.map_err(|e| match (&e, e.index().and_then(|i| origin.get(i))) {
             (BatchError::Refused { .. }, Some(&(index, line))) => {
                 let text = plan.syntax().op(plan.table(), &plan.ops[index]);
                 let op = text.lines().nth(line).unwrap_or(&text).to_string();
@@ -115,21 +111,29 @@ impl Netlink {
     }
 
     async fn raw(&self, msgs: Vec<Msg>) -> Result<(), NetlinkError> {
+        self.send(msgs).await?.map_err(NetlinkError::Netlink)
+    }
+
+    /// Sends one batch off the async threads (the kernel answers within the call).
+    async fn send(&self, msgs: Vec<Msg>) -> Result<Result<(), BatchError>, NetlinkError> {
         let socket = self.socket.clone();
         tokio::task::spawn_blocking(move || socket.lock().batch(&msgs))
             .await
-            .map_err(|e| NetlinkError::Task(e.to_string()))?
-            .map_err(NetlinkError::Netlink)
+            .map_err(|e| NetlinkError::Task(e.to_string()))
+    }
+}
+
+/// nf_tables' number for a family.
+fn nfproto(family: Family) -> u8 {
+    match family {
+        Family::IPv4 => NFPROTO_IPV4,
+        Family::IPv6 => NFPROTO_IPV6,
     }
 }
 
 /// A table message with nothing but the table's name (adding one that is there changes nothing).
 fn table_msg(msg: u8, family: Family, name: &str) -> Msg {
-    let fam = match family {
-        Family::IPv4 => NFPROTO_IPV4,
-        Family::IPv6 => NFPROTO_IPV6,
-    };
-    let mut m = Msg::nftables(msg, NLM_F_REQUEST | if msg == NEWTABLE { NLM_F_CREATE } else { 0 }, fam);
+    let mut m = Msg::nftables(msg, NLM_F_REQUEST | if msg == NEWTABLE { NLM_F_CREATE } else { 0 }, nfproto(family));
     m.str(NFTA_TABLE_NAME, name);
     m
 }
@@ -457,10 +461,7 @@ struct Encoder<'a> {
 
 impl<'a> Encoder<'a> {
     fn nfproto(&self) -> u8 {
-        match self.family {
-            Family::IPv4 => NFPROTO_IPV4,
-            Family::IPv6 => NFPROTO_IPV6,
-        }
+        nfproto(self.family)
     }
 
     fn addr_len(&self) -> u32 {
