@@ -73,6 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if proxy.socket_lb_cgroup.is_none() {
         proxy.socket_lb_cgroup = pod_cgroup.clone();
     }
+    let keep_pods = args.keep_pods_on_exit;
     let config = kubesvc_agent::Config {
         node_name,
         node_ip,
@@ -101,7 +102,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stop = sup.stopping();
     sup.spawn("agent", async move { Ok(kubesvc_agent::run(client, config, stop).await?) });
     let result = sup.run().await;
-    if let Some(dir) = pod_cgroup {
+    // Pods left for the next agent stay in their cgroup.
+    if let Some(dir) = pod_cgroup.filter(|_| !keep_pods) {
         remove_cgroup(&dir).await;
     }
     result
